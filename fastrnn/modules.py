@@ -1,0 +1,199 @@
+"""Drop-in replacements for torch.nn.LSTM/GRU/RNN and their cells.
+
+Each subclasses its torch.nn counterpart: torch's constructor, parameters, validation helpers
+(check_forward_args, permute_hidden) and flatten_parameters are reused as they are; only
+``forward`` is new, and it runs fastrnn.functional. The one extra constructor argument is the
+keyword-only ``backend`` ("auto", "numba", "triton" or "reference").
+"""
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import backends, functional
+
+
+class _BackendMixin:
+    """Stores and shows the ``backend`` choice; validates it up front."""
+
+    def _torch_name(self):
+        """The torch.nn class this one stands in for, as torch's messages name it."""
+        return next(c.__name__ for c in type(self).__mro__ if c.__module__.startswith("torch.nn"))
+
+    def _set_backend(self, backend):
+        self.backend = backends.check_name(backend)
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        # Keep torch's repr unchanged for the default, so printed models look the same.
+        return s if self.backend == "auto" else s + f", backend={self.backend!r}"
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("backend", "auto")
+
+
+class _StackMixin(_BackendMixin):
+    """forward() shared by LSTM, GRU and RNN: torch's argument handling, fastrnn's compute."""
+
+    _has_cell_state = False
+
+    def _zeros(self, batch, size, like):
+        directions = 2 if self.bidirectional else 1
+        return torch.zeros(self.num_layers * directions, batch, size,
+                           dtype=like.dtype, device=like.device)
+
+    def forward(self, input, hx=None):
+        self._update_flat_weights()
+        name = self._torch_name()
+        lstm = self._has_cell_state
+        state_size = self.proj_size if getattr(self, "proj_size", 0) > 0 else self.hidden_size
+        packed = isinstance(input, PackedSequence)
+        sorted_indices = unsorted_indices = None
+        batch_sizes = None
+        is_batched = True
+        if packed:
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+            batch = int(batch_sizes[0])
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            is_batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+            batch = input.size(batch_dim)
+            if hx is not None:
+                self._check_hx_dims(hx, is_batched)
+                if not is_batched:
+                    hx = tuple(h.unsqueeze(1) for h in hx) if lstm else hx.unsqueeze(1)
+        if hx is None:
+            hx = self._zeros(batch, state_size, input)
+            if lstm:
+                hx = (hx, self._zeros(batch, self.hidden_size, input))
+        else:
+            hx = self.permute_hidden(hx, sorted_indices)
+        self.check_forward_args(input, hx, batch_sizes)
+
+        kwargs = dict(bias=self.bias, num_layers=self.num_layers, dropout=float(self.dropout),
+                      training=self.training, bidirectional=self.bidirectional,
+                      batch_first=self.batch_first, batch_sizes=batch_sizes, backend=self.backend)
+        result = self._run(input, hx, kwargs)
+        output, hidden = result[0], (result[1:] if lstm else result[1])
+
+        if packed:
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+        elif not is_batched:
+            output = output.squeeze(batch_dim)
+            hidden = tuple(h.squeeze(1) for h in hidden) if lstm else hidden.squeeze(1)
+        return output, self.permute_hidden(hidden, unsorted_indices)
+
+    def _check_hx_dims(self, hx, is_batched):
+        want = 3 if is_batched else 2
+        what = "batched 3-D" if is_batched else "unbatched 2-D"
+        if self._has_cell_state:
+            if hx[0].dim() != want or hx[1].dim() != want:
+                raise RuntimeError(f"For {what} input, hx and cx should also be {want}-D but got "
+                                   f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+        elif hx.dim() != want:
+            raise RuntimeError(f"For {what} input, hx should also be {want}-D but got {hx.dim()}-D tensor")
+
+
+class LSTM(_StackMixin, nn.LSTM):
+    __doc__ = "fastrnn drop-in for torch.nn.LSTM (extra keyword: backend).\n\n" + (nn.LSTM.__doc__ or "")
+    _has_cell_state = True
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_backend(backend)
+
+    def _run(self, input, hx, kwargs):
+        return functional.lstm(input, hx, self._flat_weights, **kwargs)
+
+
+class GRU(_StackMixin, nn.GRU):
+    __doc__ = "fastrnn drop-in for torch.nn.GRU (extra keyword: backend).\n\n" + (nn.GRU.__doc__ or "")
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_backend(backend)
+
+    def _run(self, input, hx, kwargs):
+        return functional.gru(input, hx, self._flat_weights, **kwargs)
+
+
+class RNN(_StackMixin, nn.RNN):
+    __doc__ = "fastrnn drop-in for torch.nn.RNN (extra keyword: backend).\n\n" + (nn.RNN.__doc__ or "")
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_backend(backend)
+
+    def _run(self, input, hx, kwargs):
+        return functional.rnn(input, hx, self._flat_weights, nonlinearity=self.nonlinearity, **kwargs)
+
+
+class _CellMixin(_BackendMixin):
+    """forward() shared by the cells: torch's 1-D/2-D handling, fastrnn's compute."""
+
+    _has_cell_state = False
+
+    def forward(self, input, hx=None):
+        name = self._torch_name()
+        lstm = self._has_cell_state
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        states = () if hx is None else (tuple(hx) if lstm else (hx,))
+        for k, h in enumerate(states):
+            if h.dim() not in (1, 2):
+                label = f"hx[{k}]" if lstm else "hidden"
+                raise ValueError(f"{name}: Expected {label} to be 1D or 2D, got {h.dim()}D instead")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+            states = tuple(h.unsqueeze(0) for h in states)
+        if not states:
+            zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+            states = (zeros, zeros) if lstm else (zeros,)
+        result = self._step(input, states)
+        if not is_batched:
+            result = tuple(r.squeeze(0) for r in result) if lstm else result.squeeze(0)
+        return result
+
+
+class LSTMCell(_CellMixin, nn.LSTMCell):
+    __doc__ = "fastrnn drop-in for torch.nn.LSTMCell (extra keyword: backend).\n\n" + (nn.LSTMCell.__doc__ or "")
+    _has_cell_state = True
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_backend(backend)
+
+    def _step(self, input, states):
+        return functional.lstm_cell(input, states, self.weight_ih, self.weight_hh,
+                                    self.bias_ih, self.bias_hh, backend=self.backend)
+
+
+class GRUCell(_CellMixin, nn.GRUCell):
+    __doc__ = "fastrnn drop-in for torch.nn.GRUCell (extra keyword: backend).\n\n" + (nn.GRUCell.__doc__ or "")
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_backend(backend)
+
+    def _step(self, input, states):
+        return functional.gru_cell(input, states[0], self.weight_ih, self.weight_hh,
+                                   self.bias_ih, self.bias_hh, backend=self.backend)
+
+
+class RNNCell(_CellMixin, nn.RNNCell):
+    __doc__ = "fastrnn drop-in for torch.nn.RNNCell (extra keyword: backend).\n\n" + (nn.RNNCell.__doc__ or "")
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_backend(backend)
+
+    def _step(self, input, states):
+        return functional.rnn_cell(input, states[0], self.weight_ih, self.weight_hh,
+                                   self.bias_ih, self.bias_hh, nonlinearity=self.nonlinearity,
+                                   backend=self.backend)

@@ -1,0 +1,137 @@
+"""One autograd.Function per cell type: one layer, one direction, one (padded) sequence.
+
+Forward: the input projection for all steps as one GEMM, then the recurrence from the backend.
+Backward: the backend's backward recurrence gives the gate gradients of every step; the input,
+weight and bias gradients then come from a few large GEMMs.
+
+Shapes are time-major: x (T, B, I), h0 (B, P), c0 (B, H); ``lengths`` is None or an int64
+tensor (B,) on x's device (see fastrnn.steps for the live-step rule).
+"""
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .steps import previous_states
+
+
+def _c(t):
+    return None if t is None else t.contiguous()
+
+
+def _input_projection(x, w_ih, bias):
+    """x W_ih^T + bias for every step at once: (T, B, I) -> (T, B, G*H)."""
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)
+    xg = x2 @ w_ih.t() if bias is None else torch.addmm(bias, x2, w_ih.t())
+    return xg.view(T, B, -1)
+
+
+def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
+    """dx, dW_ih, dW_hh, db_ih, db_hh from the gate gradients of all steps, as GEMMs.
+
+    ``need`` flags which of the five are wanted (None is returned for the others).
+    """
+    T, B, I = x.shape
+    dxg2 = dxg.reshape(T * B, -1)
+    dhg2 = dxg2 if dhg is dxg else dhg.reshape(T * B, -1)
+    dx = (dxg2 @ w_ih).view(T, B, I) if need[0] else None
+    dw_ih = dxg2.t() @ x.reshape(T * B, I) if need[1] else None
+    dw_hh = dhg2.t() @ hprev.reshape(T * B, -1) if need[2] else None
+    db_ih = dxg2.sum(0) if need[3] else None
+    db_hh = dhg2.sum(0) if need[4] else None
+    return dx, dw_ih, dw_hh, db_ih, db_hh
+
+
+def _lstm_rnn_bias(b_ih, b_hh):
+    if b_ih is None:
+        return None
+    return b_ih + b_hh
+
+
+class LSTMFunction(torch.autograd.Function):
+    """(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend) -> (out, h_n, c_n)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend):
+        need_grad = any(ctx.needs_input_grad[:8])
+        xg = _input_projection(x, w_ih, _lstm_rnn_bias(b_ih, b_hh))
+        w_hh, w_hr, h0, c0 = _c(w_hh), _c(w_hr), _c(h0), _c(c0)
+        out, h_n, c_n, saved = backend.lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad)
+        if need_grad:
+            ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, lengths, out, *saved)
+            ctx.reverse, ctx.backend = reverse, backend
+        return out, h_n, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_hn, grad_cn):
+        x, h0, c0, w_ih, w_hh, w_hr, lengths, out, *saved = ctx.saved_tensors
+        dg, dh0, dc0, dw_hr = ctx.backend.lstm_backward(
+            grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(), tuple(saved),
+            w_hh, w_hr, h0, c0, out, lengths, ctx.reverse)
+        hprev = previous_states(out, h0, lengths, ctx.reverse)
+        need = ctx.needs_input_grad
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[3:7], x, w_ih, dg, dg, hprev)
+        return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, None, None, None
+
+
+class GRUFunction(torch.autograd.Function):
+    """(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend) -> (out, h_n)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
+        need_grad = any(ctx.needs_input_grad[:6])
+        H = w_hh.shape[1]
+        if b_ih is None:
+            xbias, b_hn = None, None
+        else:
+            # b_hr and b_hz add to the input projection; b_hn sits inside r * (.) and stays apart.
+            xbias = b_ih + torch.cat([b_hh[: 2 * H], torch.zeros_like(b_hh[2 * H:])])
+            b_hn = b_hh[2 * H:].contiguous()
+        xg = _input_projection(x, w_ih, xbias)
+        w_hh, h0 = _c(w_hh), _c(h0)
+        out, h_n, saved = backend.gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad)
+        if need_grad:
+            ctx.save_for_backward(x, h0, w_ih, w_hh, b_hn, lengths, out, *saved)
+            ctx.reverse, ctx.backend = reverse, backend
+        return out, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_hn):
+        x, h0, w_ih, w_hh, b_hn, lengths, out, *saved = ctx.saved_tensors
+        dxg, dhg, dh0 = ctx.backend.gru_backward(
+            grad_out.contiguous(), grad_hn.contiguous(), tuple(saved),
+            w_hh, b_hn, h0, out, lengths, ctx.reverse)
+        hprev = previous_states(out, h0, lengths, ctx.reverse)
+        need = ctx.needs_input_grad
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[2:6], x, w_ih, dxg, dhg, hprev)
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
+
+
+class RNNFunction(torch.autograd.Function):
+    """(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity, backend) -> (out, h_n)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity, backend):
+        need_grad = any(ctx.needs_input_grad[:6])
+        xg = _input_projection(x, w_ih, _lstm_rnn_bias(b_ih, b_hh))
+        w_hh, h0 = _c(w_hh), _c(h0)
+        out, h_n, saved = backend.rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad)
+        if need_grad:
+            ctx.save_for_backward(x, h0, w_ih, w_hh, lengths, out, *saved)
+            ctx.reverse, ctx.nonlinearity, ctx.backend = reverse, nonlinearity, backend
+        return out, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_hn):
+        x, h0, w_ih, w_hh, lengths, out, *saved = ctx.saved_tensors
+        dg, dh0 = ctx.backend.rnn_backward(
+            grad_out.contiguous(), grad_hn.contiguous(), tuple(saved),
+            w_hh, h0, out, lengths, ctx.reverse, ctx.nonlinearity)
+        hprev = previous_states(out, h0, lengths, ctx.reverse)
+        need = ctx.needs_input_grad
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[2:6], x, w_ih, dg, dg, hprev)
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None
+

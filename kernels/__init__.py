@@ -1,0 +1,1 @@
+"""Raw kernels and their thin launchers (installed as fastrnn.kernels). Nothing here imports fastrnn."""
