@@ -23,7 +23,7 @@ def _input_projection(x, w_ih, bias):
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)
     xg = x2 @ w_ih.t() if bias is None else torch.addmm(bias, x2, w_ih.t())
-    return xg.view(T, B, -1)
+    return xg.view(T, B, w_ih.shape[0])
 
 
 def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
@@ -32,11 +32,11 @@ def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
     ``need`` flags which of the five are wanted (None is returned for the others).
     """
     T, B, I = x.shape
-    dxg2 = dxg.reshape(T * B, -1)
-    dhg2 = dxg2 if dhg is dxg else dhg.reshape(T * B, -1)
+    dxg2 = dxg.reshape(T * B, dxg.shape[2])
+    dhg2 = dxg2 if dhg is dxg else dhg.reshape(T * B, dhg.shape[2])
     dx = (dxg2 @ w_ih).view(T, B, I) if need[0] else None
     dw_ih = dxg2.t() @ x.reshape(T * B, I) if need[1] else None
-    dw_hh = dhg2.t() @ hprev.reshape(T * B, -1) if need[2] else None
+    dw_hh = dhg2.t() @ hprev.reshape(T * B, hprev.shape[2]) if need[2] else None
     db_ih = dxg2.sum(0) if need[3] else None
     db_hh = dhg2.sum(0) if need[4] else None
     return dx, dw_ih, dw_hh, db_ih, db_hh
