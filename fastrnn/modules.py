@@ -44,7 +44,10 @@ class _StackMixin(_BackendMixin):
                            dtype=like.dtype, device=like.device)
 
     def forward(self, input, hx=None):
-        self._update_flat_weights()
+        # Picks up weights swapped in by torch.func.functional_call (torch >= 2.1 has it).
+        update = getattr(self, "_update_flat_weights", None)
+        if update is not None:
+            update()
         name = self._torch_name()
         lstm = self._has_cell_state
         state_size = self.proj_size if getattr(self, "proj_size", 0) > 0 else self.hidden_size

@@ -166,3 +166,13 @@ def test_convert_root_module_and_dtype():
     assert lstm(torch.randn(2, 1, 3, dtype=torch.float64))[0].dtype == torch.float64
     with pytest.raises(ValueError):
         fastrnn.convert(nn.GRU(2, 2), backend="nope")
+
+
+def test_functional_call_uses_swapped_weights():
+    torch.manual_seed(0)
+    fast = fastrnn.LSTM(3, 4, backend="reference")
+    ref = nn.LSTM(3, 4)
+    x = torch.randn(2, 1, 3)
+    params = dict(ref.named_parameters())
+    out = torch.func.functional_call(fast, params, (x,))[0]
+    torch.testing.assert_close(out, ref(x)[0], atol=3e-5, rtol=2e-4)
