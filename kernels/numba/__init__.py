@@ -1,0 +1,23 @@
+"""CPU kernels in Numba: the "numba" backend (interface: see fastrnn/reference.py).
+
+Only the recurrences run here; the caller does the input and weight GEMMs. Modules:
+activations (fast vectorisable sigmoid/tanh), linalg (per-step product), lstm/gru/rnn (the
+recurrences), launch (tensor conversion, allocation, strategy).
+"""
+
+import torch
+
+from .launch import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
+                     rnn_forward)
+
+NAME = "numba"
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def supports(device, dtype):
+    return torch.device(device).type == "cpu" and dtype in _DTYPES
+
+
+__all__ = ["NAME", "supports", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+           "rnn_forward", "rnn_backward"]

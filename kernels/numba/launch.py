@@ -1,0 +1,304 @@
+"""Thin launchers: torch tensors in and out, numpy views for the kernels, strategy choice.
+
+The backend interface (argument order, returns, semantics) is the one documented in
+fastrnn/reference.py. Half types are computed in float32 and cast back on return.
+"""
+
+import numpy as np
+import torch
+from numba.core.errors import NumbaError
+
+from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
+                  gru_forward_step)
+from .linalg import add_live_rows, copy_live_rows
+from .lstm import (lstm_backward_dht, lstm_backward_recurrence, lstm_backward_step,
+                   lstm_forward_recurrence, lstm_forward_step, lstm_project_step)
+from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurrence,
+                  rnn_forward_step)
+
+_NATIVE = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+
+# Multiply-adds per step (B * K * N) from which a Python loop over steps calling torch.mm (MKL,
+# torch's own threads) beats the single compiled loop, whose per-step cost is no Python call but
+# a single-threaded product. Measured on a 2-core Zen 4 (scratch/strategy.py, not committed).
+TORCH_MM_MIN_MACS = 1 << 20
+
+
+def empty(shape, dtype):
+    """Allocation for every output and buffer (tests swap it for a NaN-filled one)."""
+    return torch.empty(shape, dtype=dtype)
+
+
+def _compute_dtype(dtype):
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _np(t, cdt):
+    """A numpy view (zero-copy when t already has the compute dtype and is contiguous)."""
+    t = t.detach()
+    if t.dtype != cdt:
+        t = t.to(cdt)
+    return t.contiguous().numpy()
+
+
+def _state(init, shape, cdt):
+    """A fresh compute-dtype buffer holding init (or zeros when init is None)."""
+    buf = empty(shape, cdt)
+    if init is None:
+        buf.zero_()
+    else:
+        buf.copy_(init.detach())
+    return buf
+
+
+def _lengths(lengths, B, T):
+    if lengths is None:
+        return np.full(B, T, dtype=np.int64)
+    return lengths.detach().to("cpu", torch.int64).contiguous().numpy()
+
+
+def _torch_mm(B, K, N):
+    return B > 0 and B * K * N >= TORCH_MM_MIN_MACS
+
+
+def _order(T, reverse):
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def _out(t, dtype):
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _run(kernel, *args):
+    try:
+        return kernel(*args)
+    except NumbaError as exc:
+        raise RuntimeError(
+            f"fastrnn numba backend: compiling {kernel.__name__} failed for argument types "
+            f"{[getattr(a, 'dtype', type(a).__name__) for a in args]}. Use backend='reference' "
+            f"to run without Numba, and report this error."
+        ) from exc
+
+
+_DUMMY = {}
+
+
+def _dummy(cdt, ndim):
+    # Placeholder for an unused optional array: the kernel only ever reads it behind a flag.
+    key = (cdt, ndim)
+    if key not in _DUMMY:
+        _DUMMY[key] = torch.zeros((1,) * ndim, dtype=cdt).numpy()
+    return _DUMMY[key]
+
+
+# ----------------------------------------------------------------------------------- LSTM
+
+
+def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
+    dtype = xg.dtype
+    cdt = _compute_dtype(dtype)
+    T, B, G = xg.shape
+    H = G // 4
+    P = w_hh.shape[1]
+    proj = w_hr is not None
+    Ts = T if need_grad else 1
+    out = empty((T, B, P), cdt)
+    h = _state(h0, (B, P), cdt)
+    c = _state(c0, (B, H), cdt)
+    gates = empty((Ts, B, 4 * H), cdt)
+    cs = empty((Ts, B, H), cdt)
+    hpre = empty((Ts, B, H), cdt) if proj else None
+    hg = empty((B, G), cdt)
+    hproj = empty((B, P), cdt) if proj else None
+    x_np, lens, h_np, out_np = _np(xg, cdt), _lengths(lengths, B, T), h.numpy(), out.numpy()
+    hpre_np = hpre.numpy() if proj else _dummy(cdt, 3)
+    hproj_np = hproj.numpy() if proj else _dummy(cdt, 2)
+    if _torch_mm(B, P, G):
+        w_hh_c = w_hh.to(cdt)
+        w_hr_c = w_hr.to(cdt) if proj else None
+        for t in _order(T, reverse):
+            ts = t if need_grad else 0
+            torch.mm(h, w_hh_c.t(), out=hg)
+            _run(lstm_forward_step, t, ts, x_np, hg.numpy(), h_np, c.numpy(), lens, proj,
+                 out_np, gates.numpy(), cs.numpy(), hpre_np)
+            if proj:
+                torch.mm(hpre[ts], w_hr_c.t(), out=hproj)
+                _run(lstm_project_step, t, hproj_np, h_np, lens, out_np)
+    else:
+        _run(lstm_forward_recurrence, x_np, _np(w_hh.t(), cdt),
+             _np(w_hr.t(), cdt) if proj else _dummy(cdt, 2), h_np, c.numpy(), lens,
+             bool(reverse), proj, bool(need_grad), out_np, gates.numpy(), cs.numpy(), hpre_np,
+             hg.numpy(), hproj_np)
+    saved = ((gates, cs) + ((hpre,) if proj else ())) if need_grad else ()
+    return _out(out, dtype), _out(h, dtype), _out(c, dtype), saved
+
+
+def _grad(g, shape, cdt):
+    return _state(g, shape, cdt) if g is None else g.detach().to(cdt).contiguous()
+
+
+def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, lengths, reverse):
+    gates, cs = saved[0], saved[1]
+    cdt = gates.dtype
+    dtype = w_hh.dtype
+    T, B, G = gates.shape
+    H = G // 4
+    P = w_hh.shape[1]
+    proj = w_hr is not None
+    dh = _state(grad_hn, (B, P), cdt)
+    dc = _state(grad_cn, (B, H), cdt)
+    go = _grad(grad_out, (T, B, P), cdt).numpy()
+    c0_np = _np(_state(c0, (B, H), cdt), cdt)
+    dgates = empty((T, B, G), cdt)
+    dht_all = empty((T, B, P), cdt) if proj else None
+    dhp = empty((B, H), cdt)
+    dh_new = empty((B, P), cdt)
+    lens = _lengths(lengths, B, T)
+    step_args = (go, dh.numpy(), dc.numpy(), dhp.numpy(), gates.numpy(), cs.numpy(), c0_np, lens,
+                 proj, dgates.numpy())
+    dht_np = dht_all.numpy() if proj else _dummy(cdt, 3)
+    if _torch_mm(B, G, P):
+        w_hh_c = w_hh.to(cdt)
+        w_hr_c = w_hr.to(cdt) if proj else None
+        for t in _order(T, not reverse):
+            if proj:
+                _run(lstm_backward_dht, t, step_args[1], go, lens, dht_np)
+                torch.mm(dht_all[t], w_hr_c, out=dhp)
+            _run(lstm_backward_step, t, bool(reverse), *step_args)
+            _mm_live(dgates[t], w_hh_c, dh, dh_new, t, lengths, lens, copy_live_rows)
+    else:
+        _run(lstm_backward_recurrence, go, dh.numpy(), dc.numpy(), gates.numpy(), cs.numpy(),
+             c0_np, _np(w_hh, cdt), _np(w_hr, cdt) if proj else _dummy(cdt, 2), lens,
+             bool(reverse), proj, dgates.numpy(), dht_np, dhp.numpy(), dh_new.numpy())
+    dw_hr = None
+    if proj:
+        # One GEMM over all steps instead of T small ones; dead steps have dht = 0.
+        dw_hr = _out(dht_all.reshape(T * B, P).t() @ saved[2].reshape(T * B, H), dtype)
+    return _out(dgates, dtype), _out(dh, dtype), _out(dc, dtype), dw_hr
+
+
+def _mm_live(a, w, dst, scratch, t, lengths, lens, combine):
+    """dst (op)= a @ w for the sequences live at step t (all of them without lengths)."""
+    if lengths is None and combine is copy_live_rows:
+        torch.mm(a, w, out=dst)
+    elif lengths is None:
+        dst.addmm_(a, w)
+    else:
+        torch.mm(a, w, out=scratch)
+        _run(combine, t, scratch.numpy(), dst.numpy(), lens)
+
+
+# ------------------------------------------------------------------------------------ GRU
+
+
+def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
+    dtype = xg.dtype
+    cdt = _compute_dtype(dtype)
+    T, B, G = xg.shape
+    H = G // 3
+    Ts = T if need_grad else 1
+    out = empty((T, B, H), cdt)
+    h = _state(h0, (B, H), cdt)
+    gates = empty((Ts, B, G), cdt)
+    hn_lin = empty((Ts, B, H), cdt)
+    hg = empty((B, G), cdt)
+    bias = _np(b_hn, cdt) if b_hn is not None else _np(torch.zeros(H, dtype=cdt), cdt)
+    x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
+    if _torch_mm(B, H, G):
+        w_hh_c = w_hh.to(cdt)
+        for t in _order(T, reverse):
+            torch.mm(h, w_hh_c.t(), out=hg)
+            _run(gru_forward_step, t, t if need_grad else 0, x_np, hg.numpy(), bias, h.numpy(),
+                 lens, out.numpy(), gates.numpy(), hn_lin.numpy())
+    else:
+        _run(gru_forward_recurrence, x_np, _np(w_hh.t(), cdt), bias, h.numpy(), lens,
+             bool(reverse), bool(need_grad), out.numpy(), gates.numpy(), hn_lin.numpy(),
+             hg.numpy())
+    saved = ()
+    if need_grad:
+        # Half types: keep the float32 outputs so backward sees the states it computed with.
+        saved = (gates, hn_lin) + ((out,) if dtype != cdt else ())
+    return _out(out, dtype), _out(h, dtype), saved
+
+
+def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse):
+    gates, hn_lin = saved[0], saved[1]
+    cdt = gates.dtype
+    dtype = w_hh.dtype
+    T, B, G = gates.shape
+    H = G // 3
+    hs = saved[2] if len(saved) > 2 else out
+    dh = _state(grad_hn, (B, H), cdt)
+    go = _grad(grad_out, (T, B, H), cdt).numpy()
+    h0_np = _np(_state(h0, (B, H), cdt), cdt)
+    dxgates = empty((T, B, G), cdt)
+    dhgates = empty((T, B, G), cdt)
+    dh_new = empty((B, H), cdt)
+    lens = _lengths(lengths, B, T)
+    if _torch_mm(B, G, H):
+        w_hh_c = w_hh.to(cdt)
+        step_args = (go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np, _np(hs, cdt), lens,
+                     dxgates.numpy(), dhgates.numpy())
+        for t in _order(T, not reverse):
+            _run(gru_backward_step, t, bool(reverse), *step_args)
+            _mm_live(dhgates[t], w_hh_c, dh, dh_new, t, lengths, lens, add_live_rows)
+    else:
+        _run(gru_backward_recurrence, go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np,
+             _np(hs, cdt), _np(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
+             dhgates.numpy(), dh_new.numpy())
+    return _out(dxgates, dtype), _out(dhgates, dtype), _out(dh, dtype)
+
+
+# ------------------------------------------------------------------------------------ RNN
+
+
+def _relu(nonlinearity):
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return nonlinearity == "relu"
+
+
+def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
+    relu = _relu(nonlinearity)
+    dtype = xg.dtype
+    cdt = _compute_dtype(dtype)
+    T, B, H = xg.shape
+    out = empty((T, B, H), cdt)
+    h = _state(h0, (B, H), cdt)
+    hg = empty((B, H), cdt)
+    x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
+    if _torch_mm(B, H, H):
+        w_hh_c = w_hh.to(cdt)
+        for t in _order(T, reverse):
+            torch.mm(h, w_hh_c.t(), out=hg)
+            _run(rnn_forward_step, t, x_np, hg.numpy(), h.numpy(), lens, relu, out.numpy())
+    else:
+        _run(rnn_forward_recurrence, x_np, _np(w_hh.t(), cdt), h.numpy(), lens, bool(reverse),
+             relu, out.numpy(), hg.numpy())
+    # Backward needs only the outputs; half types keep the float32 ones.
+    saved = (out,) if need_grad and dtype != cdt else ()
+    return _out(out, dtype), _out(h, dtype), saved
+
+
+def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonlinearity):
+    relu = _relu(nonlinearity)
+    dtype = w_hh.dtype
+    cdt = _compute_dtype(dtype)
+    hs = saved[0] if saved else out
+    T, B, H = hs.shape
+    dh = _state(grad_hn, (B, H), cdt)
+    go = _grad(grad_out, (T, B, H), cdt).numpy()
+    hs_np = _np(hs, cdt)
+    dgates = empty((T, B, H), cdt)
+    dh_new = empty((B, H), cdt)
+    lens = _lengths(lengths, B, T)
+    if _torch_mm(B, H, H):
+        w_hh_c = w_hh.to(cdt)
+        for t in _order(T, not reverse):
+            _run(rnn_backward_step, t, go, dh.numpy(), hs_np, lens, relu, dgates.numpy())
+            _mm_live(dgates[t], w_hh_c, dh, dh_new, t, lengths, lens, copy_live_rows)
+    else:
+        _run(rnn_backward_recurrence, go, dh.numpy(), hs_np, _np(w_hh, cdt), lens,
+             bool(reverse), relu, dgates.numpy(), dh_new.numpy())
+    return _out(dgates, dtype), _out(dh, dtype)

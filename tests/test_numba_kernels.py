@@ -1,0 +1,201 @@
+"""The numba backend against fastrnn.reference at the recurrence level.
+
+Every forward output (out, h_n, c_n) and every backward return is compared with the float64
+oracle, for both per-step strategies (one compiled loop, or torch.mm per step), both directions, with and without
+variable lengths. Every buffer the launcher allocates is NaN-poisoned, so an element the kernel
+forgets to write fails the comparison.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("numba")
+
+from fastrnn import reference  # noqa: E402
+from fastrnn.kernels import numba as nb  # noqa: E402
+from fastrnn.kernels.numba import launch  # noqa: E402
+
+TOL = {torch.float64: dict(atol=1e-9, rtol=1e-7), torch.float32: dict(atol=3e-5, rtol=2e-4)}
+CELLS = ["lstm", "lstm_proj", "gru", "gru_no_bhn", "rnn_tanh", "rnn_relu"]
+GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "gru_no_bhn": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    def nan_empty(shape, dtype):
+        return torch.full(shape, float("nan"), dtype=dtype)
+
+    monkeypatch.setattr(launch, "empty", nan_empty)
+
+
+@pytest.fixture(params=["loop", "torch_mm"])
+def strategy(request, monkeypatch):
+    monkeypatch.setattr(launch, "TORCH_MM_MIN_MACS", 0 if request.param == "torch_mm" else 1 << 62)
+    return request.param
+
+
+def make_case(cell, T, B, H, lengths_kind, seed=0):
+    """Float64 inputs of one recurrence call plus upstream gradients."""
+    g = torch.Generator().manual_seed(seed)
+    P = (H // 2 + 1 if H > 1 else 1) if cell == "lstm_proj" else H
+    G = GATES[cell]
+    k = 1.0 / H ** 0.5
+
+    def u(*shape, scale=1.0):
+        return (torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * scale
+
+    case = dict(
+        xg=u(T, B, G * H, scale=1.5), w_hh=u(G * H, P, scale=k), h0=u(B, P, scale=0.5),
+        c0=u(B, H, scale=0.5), grad_out=u(T, B, P), grad_hn=u(B, P), grad_cn=u(B, H),
+        w_hr=u(P, H, scale=k) if cell == "lstm_proj" else None,
+        b_hn=u(H, scale=k) if cell == "gru" else None,
+    )
+    lengths = None
+    if lengths_kind == "mixed":
+        lens = torch.randint(1, T + 1, (B,), generator=g)
+        lens[0] = T
+        lens[-1] = 1
+        lengths = lens.to(torch.int64)
+    elif lengths_kind == "full":
+        lengths = torch.full((B,), T, dtype=torch.int64)
+    case["lengths"] = lengths
+    return case
+
+
+def run(backend, cell, case, reverse, dtype):
+    """Forward then backward through one backend; returns a dict of named results."""
+    c = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+         for k, v in case.items()}
+    lengths = c["lengths"]
+    res = {}
+    if cell.startswith("lstm"):
+        out, hn, cn, saved = backend.lstm_forward(c["xg"], c["w_hh"], c["w_hr"], c["h0"],
+                                                  c["c0"], lengths, reverse, True)
+        dg, dh0, dc0, dw_hr = backend.lstm_backward(
+            c["grad_out"], c["grad_hn"], c["grad_cn"], saved, c["w_hh"], c["w_hr"], c["h0"],
+            c["c0"], out, lengths, reverse)
+        res.update(out=out, h_n=hn, c_n=cn, dgates=dg, dh0=dh0, dc0=dc0)
+        if c["w_hr"] is not None:
+            res["dw_hr"] = dw_hr
+        else:
+            assert dw_hr is None
+    elif cell.startswith("gru"):
+        out, hn, saved = backend.gru_forward(c["xg"], c["w_hh"], c["b_hn"], c["h0"], lengths,
+                                             reverse, True)
+        dx, dhg, dh0 = backend.gru_backward(c["grad_out"], c["grad_hn"], saved, c["w_hh"],
+                                            c["b_hn"], c["h0"], out, lengths, reverse)
+        res.update(out=out, h_n=hn, dxgates=dx, dhgates=dhg, dh0=dh0)
+    else:
+        nl = cell.split("_")[1]
+        out, hn, saved = backend.rnn_forward(c["xg"], c["w_hh"], c["h0"], lengths, reverse, nl,
+                                             True)
+        dg, dh0 = backend.rnn_backward(c["grad_out"], c["grad_hn"], saved, c["w_hh"], c["h0"],
+                                       out, lengths, reverse, nl)
+        res.update(out=out, h_n=hn, dgates=dg, dh0=dh0)
+    return res
+
+
+def check(cell, case, reverse, dtype):
+    if dtype != torch.float64:
+        # Same float32-representable inputs for both, so only the arithmetic differs.
+        case = {k: (v.to(dtype).double() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                    else v) for k, v in case.items()}
+    expected = run(reference, cell, case, reverse, torch.float64)
+    actual = run(nb, cell, case, reverse, dtype)
+    assert actual.keys() == expected.keys()
+    for name, want in expected.items():
+        got = actual[name]
+        assert got.dtype == dtype, name
+        assert got.shape == want.shape, name
+        torch.testing.assert_close(got.double(), want, **TOL[dtype], msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("lengths_kind", [None, "mixed"], ids=["nolen", "lens"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("T,B,H", [(1, 1, 1), (6, 7, 7), (11, 7, 33), (4, 1, 33)])
+@pytest.mark.parametrize("cell", CELLS)
+def test_matches_reference(cell, T, B, H, reverse, lengths_kind, dtype, strategy):
+    check(cell, make_case(cell, T, B, H, lengths_kind), reverse, dtype)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_lengths_equal_to_T_match_no_lengths(cell):
+    # lengths == T everywhere must be exactly the no-lengths computation.
+    case = make_case(cell, 5, 3, 7, "full")
+    for reverse in (False, True):
+        with_len = run(nb, cell, case, reverse, torch.float64)
+        without = run(nb, cell, dict(case, lengths=None), reverse, torch.float64)
+        for name in with_len:
+            torch.testing.assert_close(with_len[name], without[name], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T", [0, 3])
+def test_empty_batch(cell, T, strategy):
+    case = make_case(cell, max(T, 1), 1, 7, None)
+    empty = {k: (v[:T, :0] if k in ("xg", "grad_out") else v[:0] if k in
+                 ("h0", "c0", "grad_hn", "grad_cn") else v) for k, v in case.items()}
+    res = run(nb, cell, empty, False, torch.float32)
+    ref = run(reference, cell, empty, False, torch.float32)
+    for name, want in ref.items():
+        assert res[name].shape == want.shape, name
+        torch.testing.assert_close(res[name], want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_half_types_are_the_float32_computation_rounded(cell, dtype):
+    # Half inputs compute in float32 inside: results must equal the float32 run on the same
+    # (upcast) values, rounded once to the half type.
+    case = make_case(cell, 6, 7, 33, "mixed")
+    case = {k: (v.to(dtype).double() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                else v) for k, v in case.items()}
+    half = run(nb, cell, case, True, dtype)
+    single = run(nb, cell, case, True, torch.float32)
+    for name in single:
+        assert half[name].dtype == dtype, name
+        torch.testing.assert_close(half[name], single[name].to(dtype), atol=0, rtol=0,
+                                   msg=lambda m: f"{name}: {m}")
+
+
+def test_no_grad_forward_matches_and_saves_nothing():
+    case = make_case("lstm_proj", 5, 3, 7, "mixed")
+    out, hn, cn, saved = nb.lstm_forward(case["xg"], case["w_hh"], case["w_hr"], case["h0"],
+                                         case["c0"], case["lengths"], True, False)
+    assert saved == ()
+    rout, rhn, rcn, _ = reference.lstm_forward(case["xg"], case["w_hh"], case["w_hr"],
+                                               case["h0"], case["c0"], case["lengths"], True,
+                                               False)
+    for a, b in ((out, rout), (hn, rhn), (cn, rcn)):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+    for cell, fwd in (("gru", lambda c: nb.gru_forward(c["xg"], c["w_hh"], c["b_hn"], c["h0"],
+                                                       c["lengths"], False, False)),
+                      ("rnn_tanh", lambda c: nb.rnn_forward(c["xg"], c["w_hh"], c["h0"],
+                                                            c["lengths"], False, "tanh", False))):
+        c = make_case(cell, 5, 3, 7, "mixed")
+        assert fwd(c)[2] == ()
+
+
+def test_inputs_are_not_modified():
+    case = make_case("gru", 4, 3, 7, "mixed")
+    before = {k: v.clone() for k, v in case.items() if isinstance(v, torch.Tensor)}
+    run(nb, "gru", case, False, torch.float64)
+    for k, v in before.items():
+        assert torch.equal(case[k], v), k
+
+
+def test_supports():
+    assert nb.NAME == "numba"
+    for dt in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        assert nb.supports(torch.device("cpu"), dt)
+        assert nb.supports("cpu", dt)
+    assert not nb.supports("cpu", torch.int32)
+    assert not nb.supports("meta", torch.float32)
+
+
+def test_bad_nonlinearity():
+    case = make_case("rnn_tanh", 2, 1, 3, None)
+    with pytest.raises(ValueError, match="nonlinearity"):
+        nb.rnn_forward(case["xg"], case["w_hh"], case["h0"], None, False, "sigmoid", False)
