@@ -1,0 +1,72 @@
+"""Dense products y = a @ w^T (+ bias) on CPU through the fastest kernel torch ships.
+
+torch.mm on CPU goes to MKL. oneDNN's inner-product primitive (the one torch.nn.LSTM uses inside,
+reachable as torch.ops.mkldnn._linear_pointwise) was measured 1.2-2.5x faster on the shapes an
+RNN layer produces once the batch is a few dozen rows or the weight is large (2-core AMD EPYC,
+scratch measurements in benchmarks/results/cpu-gemm-*.md); below that its ~15 us call overhead
+loses to MKL. Float32 only: oneDNN's float64 path does not exist and its 16-bit paths change
+rounding. Everything falls back to torch.mm when oneDNN is missing or disabled.
+"""
+
+import torch
+
+
+def _onednn_ops():
+    try:
+        ops = torch.ops.mkldnn
+        return ops._linear_pointwise, ops._reorder_linear_weight
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_OPS = _onednn_ops()
+
+
+def _onednn_ready(a, w):
+    return _onednn_usable(a.device, a.dtype) and w.dtype == torch.float32
+
+
+def _onednn_usable(device, dtype):
+    return (_OPS is not None and torch.device(device).type == "cpu" and dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def packs(N, K, batch, dtype, device="cpu"):
+    """Whether RepeatedLinear packs an (N, K) weight for oneDNN at this batch size."""
+    return batch > 0 and _onednn_usable(device, dtype) and (K * N >= (1 << 20) or batch * K * N >= (1 << 22))
+
+
+def _worth_onednn(M, K, N):
+    # From the measured crossover: large weights win at any batch, mid weights from ~64 rows.
+    return M >= 100 or K * N >= (1 << 20) or (M >= 64 and K * N >= 3 * (1 << 16))
+
+
+def linear(a, w, bias=None):
+    """a (M, K) @ w (N, K)^T + bias, for a one-off product (the weight is not pre-packed)."""
+    M, K = a.shape
+    N = w.shape[0]
+    if M > 0 and _onednn_ready(a, w) and _worth_onednn(M, K, N):
+        return _OPS[0](a.contiguous(), w.contiguous(), bias, "none", [], "")
+    return a @ w.t() if bias is None else torch.addmm(bias, a, w.t())
+
+
+class RepeatedLinear:
+    """a @ w^T for many calls with one weight and one batch size (a recurrence's steps).
+
+    Packs the weight once into oneDNN's blocked layout when that pays; else uses torch.mm into
+    a preallocated buffer.
+    """
+
+    def __init__(self, w, batch):
+        self.w = w
+        N, K = w.shape
+        self.packed = None
+        if packs(N, K, batch, w.dtype, w.device):
+            self.packed = _OPS[1](w.contiguous(), batch)
+        self.out = None if self.packed is not None else torch.empty(batch, N, dtype=w.dtype)
+
+    def __call__(self, a):
+        if self.packed is not None:
+            return _OPS[0](a, self.packed, None, "none", [], "")
+        torch.mm(a, self.w.t(), out=self.out)
+        return self.out
