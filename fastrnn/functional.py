@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import backends
-from .ops import GRUFunction, LSTMFunction, RNNFunction
+from . import ops
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
@@ -122,14 +122,14 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
             w_ih, w_hh, b_ih, b_hh, w_hr = _layer_weights(weights, index, per_layer, bias)
             reverse = direction == 1
             if kind == "lstm":
-                out, h, c = LSTMFunction.apply(layer_input, h0[index], c0[index], w_ih, w_hh,
+                out, h, c = ops.lstm(layer_input, h0[index], c0[index], w_ih, w_hh,
                                                b_ih, b_hh, w_hr, lengths, reverse, module)
                 c_n.append(c)
             elif kind == "gru":
-                out, h = GRUFunction.apply(layer_input, h0[index], w_ih, w_hh, b_ih, b_hh,
+                out, h = ops.gru(layer_input, h0[index], w_ih, w_hh, b_ih, b_hh,
                                            lengths, reverse, module)
             else:
-                out, h = RNNFunction.apply(layer_input, h0[index], w_ih, w_hh, b_ih, b_hh,
+                out, h = ops.rnn(layer_input, h0[index], w_ih, w_hh, b_ih, b_hh,
                                            lengths, reverse, nonlinearity, module)
             outputs.append(out)
             h_n.append(h)
@@ -176,7 +176,7 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, backend="auto"):
     h, c = hx
     _check_cell("LSTMCell", input, (h, c), w_ih, w_hh)
     module = backends.resolve(backend, input.device, input.dtype)
-    _, h1, c1 = LSTMFunction.apply(input.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh, None,
+    _, h1, c1 = ops.lstm(input.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh, None,
                                    None, False, module)
     return h1, c1
 
@@ -185,7 +185,7 @@ def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, backend="auto"):
     """One GRU step on batched (B, I) input. Returns h'."""
     _check_cell("GRUCell", input, (hx,), w_ih, w_hh)
     module = backends.resolve(backend, input.device, input.dtype)
-    return GRUFunction.apply(input.unsqueeze(0), hx, w_ih, w_hh, b_ih, b_hh, None, False, module)[1]
+    return ops.gru(input.unsqueeze(0), hx, w_ih, w_hh, b_ih, b_hh, None, False, module)[1]
 
 
 def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", backend="auto"):
@@ -194,5 +194,5 @@ def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", b
         raise RuntimeError(f"Unknown nonlinearity: {nonlinearity}; select 'tanh' or 'relu'")
     _check_cell("RNNCell", input, (hx,), w_ih, w_hh)
     module = backends.resolve(backend, input.device, input.dtype)
-    return RNNFunction.apply(input.unsqueeze(0), hx, w_ih, w_hh, b_ih, b_hh, None, False,
+    return ops.rnn(input.unsqueeze(0), hx, w_ih, w_hh, b_ih, b_hh, None, False,
                              nonlinearity, module)[1]

@@ -11,6 +11,7 @@ tensor (B,) on x's device (see fastrnn.steps for the live-step rule).
 import torch
 from torch.autograd.function import once_differentiable
 
+from .kernels.gemm import linear
 from .steps import previous_states
 
 
@@ -21,9 +22,7 @@ def _c(t):
 def _input_projection(x, w_ih, bias):
     """x W_ih^T + bias for every step at once: (T, B, I) -> (T, B, G*H)."""
     T, B, I = x.shape
-    x2 = x.reshape(T * B, I)
-    xg = x2 @ w_ih.t() if bias is None else torch.addmm(bias, x2, w_ih.t())
-    return xg.view(T, B, w_ih.shape[0])
+    return linear(x.reshape(T * B, I), w_ih, bias).view(T, B, w_ih.shape[0])
 
 
 def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
@@ -34,7 +33,7 @@ def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
     T, B, I = x.shape
     dxg2 = dxg.reshape(T * B, dxg.shape[2])
     dhg2 = dxg2 if dhg is dxg else dhg.reshape(T * B, dhg.shape[2])
-    dx = (dxg2 @ w_ih).view(T, B, I) if need[0] else None
+    dx = linear(dxg2, w_ih.t()).view(T, B, I) if need[0] else None
     dw_ih = dxg2.t() @ x.reshape(T * B, I) if need[1] else None
     dw_hh = dhg2.t() @ hprev.reshape(T * B, hprev.shape[2]) if need[2] else None
     db_ih = dxg2.sum(0) if need[3] else None
@@ -135,3 +134,45 @@ class RNNFunction(torch.autograd.Function):
         dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[2:6], x, w_ih, dg, dg, hprev)
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None
 
+
+
+class _InferenceContext:
+    """Stands in for autograd's ctx when nothing needs a gradient (eval, torch.no_grad):
+    the Function's forward then runs as a plain call, without autograd's per-call overhead,
+    and saves nothing."""
+
+    needs_input_grad = (False,) * 16
+
+    def save_for_backward(self, *tensors):
+        raise AssertionError("inference runs save nothing")
+
+
+_INFERENCE = _InferenceContext()
+
+
+def _tracks_grad(tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend):
+    """One LSTM layer and direction: (out, h_n, c_n). Differentiable when inputs need it."""
+    args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend)
+    if _tracks_grad(args[:8]):
+        return LSTMFunction.apply(*args)
+    return LSTMFunction.forward(_INFERENCE, *args)
+
+
+def gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
+    """One GRU layer and direction: (out, h_n)."""
+    args = (x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
+    if _tracks_grad(args[:6]):
+        return GRUFunction.apply(*args)
+    return GRUFunction.forward(_INFERENCE, *args)
+
+
+def rnn(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity, backend):
+    """One Elman RNN layer and direction: (out, h_n)."""
+    args = (x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity, backend)
+    if _tracks_grad(args[:6]):
+        return RNNFunction.apply(*args)
+    return RNNFunction.forward(_INFERENCE, *args)
