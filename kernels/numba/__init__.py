@@ -7,7 +7,7 @@ recurrences), launch (tensor conversion, allocation, strategy).
 
 import torch
 
-from .launch import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
+from .launch import (explain, gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
                      rnn_forward)
 
 NAME = "numba"
@@ -19,5 +19,5 @@ def supports(device, dtype):
     return torch.device(device).type == "cpu" and dtype in _DTYPES
 
 
-__all__ = ["NAME", "supports", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+__all__ = ["NAME", "supports", "explain", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
            "rnn_forward", "rnn_backward"]

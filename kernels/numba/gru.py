@@ -7,7 +7,25 @@ from numba import njit
 
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import add_live_rows, matmul_into
+from .linalg import add_live_rows, fill_row, matmul_into
+
+
+@njit(**JIT)
+def _gru_forward_row(H, xr, gr, b_hn, hb, sg, hl, ob):
+    """One sequence's step (pointwise loops per row: see linalg.py); hb becomes h_t."""
+    one = xr.dtype.type(1)
+    for j in range(H):
+        r = sigmoid(xr[j] + gr[j])
+        z = sigmoid(xr[H + j] + gr[H + j])
+        hn = gr[2 * H + j] + b_hn[j]
+        n = tanh(xr[2 * H + j] + r * hn)
+        hnew = (one - z) * n + z * hb[j]
+        sg[j] = r
+        sg[H + j] = z
+        sg[2 * H + j] = n
+        hl[j] = hn
+        ob[j] = hnew
+        hb[j] = hnew
 
 
 @njit(**JIT)
@@ -15,34 +33,15 @@ def gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin):
     """Pointwise part of step t given hg = h_{t-1} W_hh^T (B, 3H); updates h."""
     B = xg.shape[1]
     H = h.shape[1]
-    one = xg.dtype.type(1)
     zero = xg.dtype.type(0)
     for b in range(B):
-        ob = out[t, b]
-        sg = gates[ts, b]
-        hl = hn_lin[ts, b]
         if t < lengths[b]:
-            xr = xg[t, b]
-            gr = hg[b]
-            hb = h[b]
-            for j in range(H):
-                r = sigmoid(xr[j] + gr[j])
-                z = sigmoid(xr[H + j] + gr[H + j])
-                hn = gr[2 * H + j] + b_hn[j]
-                n = tanh(xr[2 * H + j] + r * hn)
-                hnew = (one - z) * n + z * hb[j]
-                sg[j] = r
-                sg[H + j] = z
-                sg[2 * H + j] = n
-                hl[j] = hn
-                ob[j] = hnew
-                hb[j] = hnew
+            _gru_forward_row(H, xg[t, b], hg[b], b_hn, h[b], gates[ts, b], hn_lin[ts, b],
+                             out[t, b])
         else:
-            for j in range(3 * H):
-                sg[j] = zero
-            for j in range(H):
-                hl[j] = zero
-                ob[j] = zero
+            fill_row(gates[ts, b], 3 * H, zero)
+            fill_row(hn_lin[ts, b], H, zero)
+            fill_row(out[t, b], H, zero)
 
 
 @njit(**JIT)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from numba.core.errors import NumbaError
 
+from ..gemm import RepeatedLinear, packs
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
 from .linalg import add_live_rows, copy_live_rows
@@ -19,10 +20,11 @@ from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurr
 _NATIVE = (torch.float32, torch.float64)
 _HALF = (torch.float16, torch.bfloat16)
 
-# Multiply-adds per step (B * K * N) from which a Python loop over steps calling torch.mm (MKL,
-# torch's own threads) beats the single compiled loop, whose per-step cost is no Python call but
-# a single-threaded product. Measured on a 2-core Zen 4 (scratch/strategy.py, not committed).
-TORCH_MM_MIN_MACS = 1 << 20
+# Multiply-adds per step (B * K * N) from which a Python loop over steps, each calling the GEMM
+# helper (oneDNN or MKL, on torch's threads) and a compiled pointwise update, beats one compiled
+# loop with its own single-threaded product. Measured crossover on a 2-core AMD EPYC between
+# 2^18 and 2^20 for LSTM, GRU and RNN, inference and training (scratch/thresh.py).
+TORCH_MM_MIN_MACS = 1 << 19
 
 
 def empty(shape, dtype):
@@ -60,6 +62,19 @@ def _lengths(lengths, B, T):
 
 def _torch_mm(B, K, N):
     return B > 0 and B * K * N >= TORCH_MM_MIN_MACS
+
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
+    """Which strategy the forward recurrence uses for this layer, in one line."""
+    P = P or H
+    G = _GATES[kind] * H
+    if not _torch_mm(B, P, G):
+        return f"one compiled loop over {T} steps (product {B}x{P}x{G} below {TORCH_MM_MIN_MACS} MACs)"
+    gemm = "oneDNN packed GEMM" if packs(G, P, B, _compute_dtype(dtype)) else "torch.mm"
+    return f"per step: {gemm} {B}x{P}x{G} + compiled pointwise update"
 
 
 def _order(T, reverse):
@@ -115,16 +130,15 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
     hpre_np = hpre.numpy() if proj else _dummy(cdt, 3)
     hproj_np = hproj.numpy() if proj else _dummy(cdt, 2)
     if _torch_mm(B, P, G):
-        w_hh_c = w_hh.to(cdt)
-        w_hr_c = w_hr.to(cdt) if proj else None
+        recurrent = RepeatedLinear(w_hh.to(cdt), B)
+        project = RepeatedLinear(w_hr.to(cdt), B) if proj else None
+        c_np, gates_np, cs_np = c.numpy(), gates.numpy(), cs.numpy()
         for t in _order(T, reverse):
             ts = t if need_grad else 0
-            torch.mm(h, w_hh_c.t(), out=hg)
-            _run(lstm_forward_step, t, ts, x_np, hg.numpy(), h_np, c.numpy(), lens, proj,
-                 out_np, gates.numpy(), cs.numpy(), hpre_np)
+            _run(lstm_forward_step, t, ts, x_np, recurrent(h).numpy(), h_np, c_np, lens, proj,
+                 out_np, gates_np, cs_np, hpre_np)
             if proj:
-                torch.mm(hpre[ts], w_hr_c.t(), out=hproj)
-                _run(lstm_project_step, t, hproj_np, h_np, lens, out_np)
+                _run(lstm_project_step, t, project(hpre[ts]).numpy(), h_np, lens, out_np)
     else:
         _run(lstm_forward_recurrence, x_np, _np(w_hh.t(), cdt),
              _np(w_hr.t(), cdt) if proj else _dummy(cdt, 2), h_np, c.numpy(), lens,
@@ -159,14 +173,14 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
                  proj, dgates.numpy())
     dht_np = dht_all.numpy() if proj else _dummy(cdt, 3)
     if _torch_mm(B, G, P):
-        w_hh_c = w_hh.to(cdt)
-        w_hr_c = w_hr.to(cdt) if proj else None
+        back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
+        back_proj = RepeatedLinear(w_hr.to(cdt).t().contiguous(), B) if proj else None
         for t in _order(T, not reverse):
             if proj:
                 _run(lstm_backward_dht, t, step_args[1], go, lens, dht_np)
-                torch.mm(dht_all[t], w_hr_c, out=dhp)
+                dhp.copy_(back_proj(dht_all[t]))
             _run(lstm_backward_step, t, bool(reverse), *step_args)
-            _mm_live(dgates[t], w_hh_c, dh, dh_new, t, lengths, lens, copy_live_rows)
+            _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
     else:
         _run(lstm_backward_recurrence, go, dh.numpy(), dc.numpy(), gates.numpy(), cs.numpy(),
              c0_np, _np(w_hh, cdt), _np(w_hr, cdt) if proj else _dummy(cdt, 2), lens,
@@ -178,15 +192,14 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     return _out(dgates, dtype), _out(dh, dtype), _out(dc, dtype), dw_hr
 
 
-def _mm_live(a, w, dst, scratch, t, lengths, lens, combine):
-    """dst (op)= a @ w for the sequences live at step t (all of them without lengths)."""
+def _mm_live(product, dst, t, lengths, lens, combine):
+    """dst (op)= product for the sequences live at step t (all of them without lengths)."""
     if lengths is None and combine is copy_live_rows:
-        torch.mm(a, w, out=dst)
+        dst.copy_(product)
     elif lengths is None:
-        dst.addmm_(a, w)
+        dst.add_(product)
     else:
-        torch.mm(a, w, out=scratch)
-        _run(combine, t, scratch.numpy(), dst.numpy(), lens)
+        _run(combine, t, product.numpy(), dst.numpy(), lens)
 
 
 # ------------------------------------------------------------------------------------ GRU
@@ -206,11 +219,11 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
     bias = _np(b_hn, cdt) if b_hn is not None else _np(torch.zeros(H, dtype=cdt), cdt)
     x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
     if _torch_mm(B, H, G):
-        w_hh_c = w_hh.to(cdt)
+        recurrent = RepeatedLinear(w_hh.to(cdt), B)
+        h_np, out_np, gates_np, hn_np = h.numpy(), out.numpy(), gates.numpy(), hn_lin.numpy()
         for t in _order(T, reverse):
-            torch.mm(h, w_hh_c.t(), out=hg)
-            _run(gru_forward_step, t, t if need_grad else 0, x_np, hg.numpy(), bias, h.numpy(),
-                 lens, out.numpy(), gates.numpy(), hn_lin.numpy())
+            _run(gru_forward_step, t, t if need_grad else 0, x_np, recurrent(h).numpy(), bias,
+                 h_np, lens, out_np, gates_np, hn_np)
     else:
         _run(gru_forward_recurrence, x_np, _np(w_hh.t(), cdt), bias, h.numpy(), lens,
              bool(reverse), bool(need_grad), out.numpy(), gates.numpy(), hn_lin.numpy(),
@@ -237,12 +250,12 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
     dh_new = empty((B, H), cdt)
     lens = _lengths(lengths, B, T)
     if _torch_mm(B, G, H):
-        w_hh_c = w_hh.to(cdt)
+        back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
         step_args = (go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np, _np(hs, cdt), lens,
                      dxgates.numpy(), dhgates.numpy())
         for t in _order(T, not reverse):
             _run(gru_backward_step, t, bool(reverse), *step_args)
-            _mm_live(dhgates[t], w_hh_c, dh, dh_new, t, lengths, lens, add_live_rows)
+            _mm_live(back(dhgates[t]), dh, t, lengths, lens, add_live_rows)
     else:
         _run(gru_backward_recurrence, go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np,
              _np(hs, cdt), _np(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
@@ -269,10 +282,10 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
     hg = empty((B, H), cdt)
     x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
     if _torch_mm(B, H, H):
-        w_hh_c = w_hh.to(cdt)
+        recurrent = RepeatedLinear(w_hh.to(cdt), B)
+        h_np, out_np = h.numpy(), out.numpy()
         for t in _order(T, reverse):
-            torch.mm(h, w_hh_c.t(), out=hg)
-            _run(rnn_forward_step, t, x_np, hg.numpy(), h.numpy(), lens, relu, out.numpy())
+            _run(rnn_forward_step, t, x_np, recurrent(h).numpy(), h_np, lens, relu, out_np)
     else:
         _run(rnn_forward_recurrence, x_np, _np(w_hh.t(), cdt), h.numpy(), lens, bool(reverse),
              relu, out.numpy(), hg.numpy())
@@ -294,10 +307,11 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
     dh_new = empty((B, H), cdt)
     lens = _lengths(lengths, B, T)
     if _torch_mm(B, H, H):
-        w_hh_c = w_hh.to(cdt)
+        back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
+        dh_np, dgates_np = dh.numpy(), dgates.numpy()
         for t in _order(T, not reverse):
-            _run(rnn_backward_step, t, go, dh.numpy(), hs_np, lens, relu, dgates.numpy())
-            _mm_live(dgates[t], w_hh_c, dh, dh_new, t, lengths, lens, copy_live_rows)
+            _run(rnn_backward_step, t, go, dh_np, hs_np, lens, relu, dgates_np)
+            _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
     else:
         _run(rnn_backward_recurrence, go, dh.numpy(), hs_np, _np(w_hh, cdt), lens,
              bool(reverse), relu, dgates.numpy(), dh_new.numpy())

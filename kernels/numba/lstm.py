@@ -14,7 +14,28 @@ from numba import njit
 
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import copy_live_rows, matmul_into
+from .linalg import copy_live_rows, copy_row, fill_row, matmul_into
+
+
+# Pointwise loops live in small per-row functions (1-D rows in, no batch index); see linalg.py.
+
+
+@njit(**JIT)
+def _lstm_forward_row(H, xr, gr, sg, cb, cr, hr):
+    """Gates of one sequence into sg, c_t into cb and cr, o * tanh(c_t) into hr."""
+    for j in range(H):
+        ig = sigmoid(xr[j] + gr[j])
+        fg = sigmoid(xr[H + j] + gr[H + j])
+        gg = tanh(xr[2 * H + j] + gr[2 * H + j])
+        og = sigmoid(xr[3 * H + j] + gr[3 * H + j])
+        cn = fg * cb[j] + ig * gg
+        sg[j] = ig
+        sg[H + j] = fg
+        sg[2 * H + j] = gg
+        sg[3 * H + j] = og
+        cr[j] = cn
+        cb[j] = cn
+        hr[j] = og * tanh(cn)
 
 
 @njit(**JIT)
@@ -25,36 +46,20 @@ def lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre):
     H = c.shape[1]
     zero = xg.dtype.type(0)
     for b in range(B):
-        xr = xg[t, b]
-        gr = hg[b]
-        sg = gates[ts, b]
-        cr = cs[ts, b]
-        hpr = hpre[ts, b] if proj else out[t, b]
         if t < lengths[b]:
-            cb = c[b]
-            for j in range(H):
-                ig = sigmoid(xr[j] + gr[j])
-                fg = sigmoid(xr[H + j] + gr[H + j])
-                gg = tanh(xr[2 * H + j] + gr[2 * H + j])
-                og = sigmoid(xr[3 * H + j] + gr[3 * H + j])
-                cn = fg * cb[j] + ig * gg
-                sg[j] = ig
-                sg[H + j] = fg
-                sg[2 * H + j] = gg
-                sg[3 * H + j] = og
-                cr[j] = cn
-                cb[j] = cn
-                hpr[j] = og * tanh(cn)
-            if not proj:
-                hb = h[b]
-                for j in range(H):
-                    hb[j] = hpr[j]
+            if proj:
+                _lstm_forward_row(H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b], hpre[ts, b])
+            else:
+                ob = out[t, b]
+                _lstm_forward_row(H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b], ob)
+                copy_row(ob, h[b], H)
         else:
-            for j in range(4 * H):
-                sg[j] = zero
-            for j in range(H):
-                cr[j] = zero
-                hpr[j] = zero
+            fill_row(gates[ts, b], 4 * H, zero)
+            fill_row(cs[ts, b], H, zero)
+            if proj:
+                fill_row(hpre[ts, b], H, zero)
+            else:
+                fill_row(out[t, b], H, zero)
 
 
 @njit(**JIT)
@@ -63,16 +68,11 @@ def lstm_project_step(t, hproj, h, lengths, out):
     B, P = h.shape
     zero = h.dtype.type(0)
     for b in range(B):
-        ob = out[t, b]
         if t < lengths[b]:
-            hb = h[b]
-            pb = hproj[b]
-            for p in range(P):
-                ob[p] = pb[p]
-                hb[p] = pb[p]
+            copy_row(hproj[b], out[t, b], P)
+            copy_row(hproj[b], h[b], P)
         else:
-            for p in range(P):
-                ob[p] = zero
+            fill_row(out[t, b], P, zero)
 
 
 @njit(**JIT)
@@ -96,18 +96,59 @@ def lstm_forward_recurrence(xg, w_hh_t, w_hr_t, h, c, lengths, reverse, proj, ne
 
 
 @njit(**JIT)
+def _add_rows(x, y, dst, n):
+    for j in range(n):
+        dst[j] = x[j] + y[j]
+
+
+@njit(**JIT)
 def lstm_backward_dht(t, dh, grad_out, lengths, dht_all):
     """dL/dh_t of every sequence into dht_all[t] (zero for dead steps), for the projection."""
     B, P = dh.shape
     zero = dh.dtype.type(0)
     for b in range(B):
-        da = dht_all[t, b]
         if t < lengths[b]:
-            for p in range(P):
-                da[p] = dh[b, p] + grad_out[t, b, p]
+            _add_rows(dh[b], grad_out[t, b], dht_all[t, b], P)
         else:
-            for p in range(P):
-                da[p] = zero
+            fill_row(dht_all[t, b], P, zero)
+
+
+@njit(**JIT)
+def _lstm_backward_row(H, dhr, gr, sg, cr, cp, dcb, dg):
+    """Gate gradients of one sequence, dL/dh_t = dhr + gr; dcb becomes dL/dc_{t-1}."""
+    one = sg.dtype.type(1)
+    for j in range(H):
+        dhpj = dhr[j] + gr[j]
+        ig = sg[j]
+        fg = sg[H + j]
+        gg = sg[2 * H + j]
+        og = sg[3 * H + j]
+        tc = tanh(cr[j])
+        dct = dcb[j] + dhpj * og * (one - tc * tc)
+        dg[j] = dct * gg * ig * (one - ig)
+        dg[H + j] = dct * cp[j] * fg * (one - fg)
+        dg[2 * H + j] = dct * ig * (one - gg * gg)
+        dg[3 * H + j] = dhpj * tc * og * (one - og)
+        dcb[j] = dct * fg
+
+
+@njit(**JIT)
+def _lstm_backward_row_proj(H, dpb, sg, cr, cp, dcb, dg):
+    """As _lstm_backward_row with dL/dh_t given whole (projected back) in dpb."""
+    one = sg.dtype.type(1)
+    for j in range(H):
+        dhpj = dpb[j]
+        ig = sg[j]
+        fg = sg[H + j]
+        gg = sg[2 * H + j]
+        og = sg[3 * H + j]
+        tc = tanh(cr[j])
+        dct = dcb[j] + dhpj * og * (one - tc * tc)
+        dg[j] = dct * gg * ig * (one - ig)
+        dg[H + j] = dct * cp[j] * fg * (one - fg)
+        dg[2 * H + j] = dct * ig * (one - gg * gg)
+        dg[3 * H + j] = dhpj * tc * og * (one - og)
+        dcb[j] = dct * fg
 
 
 @njit(**JIT)
@@ -116,41 +157,21 @@ def lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths
     dh + grad_out[t]; with proj it is given projected back as dhp (B, H)."""
     B = gates.shape[1]
     H = dc.shape[1]
-    one = gates.dtype.type(1)
     zero = gates.dtype.type(0)
     for b in range(B):
-        dg = dgates[t, b]
         if t < lengths[b]:
-            sg = gates[t, b]
-            cr = cs[t, b]
             # The state step t started from (see fastrnn.steps.previous_states).
             if reverse:
                 cp = cs[t + 1, b] if t + 1 < lengths[b] else c0[b]
             else:
                 cp = cs[t - 1, b] if t > 0 else c0[b]
-            dcb = dc[b]
-            gb = grad_out[t, b]
-            dhb = dh[b]
-            dpb = dhp[b]
-            for j in range(H):
-                if proj:
-                    dhpj = dpb[j]
-                else:
-                    dhpj = dhb[j] + gb[j]
-                ig = sg[j]
-                fg = sg[H + j]
-                gg = sg[2 * H + j]
-                og = sg[3 * H + j]
-                tc = tanh(cr[j])
-                dct = dcb[j] + dhpj * og * (one - tc * tc)
-                dg[j] = dct * gg * ig * (one - ig)
-                dg[H + j] = dct * cp[j] * fg * (one - fg)
-                dg[2 * H + j] = dct * ig * (one - gg * gg)
-                dg[3 * H + j] = dhpj * tc * og * (one - og)
-                dcb[j] = dct * fg
+            if proj:
+                _lstm_backward_row_proj(H, dhp[b], gates[t, b], cs[t, b], cp, dc[b], dgates[t, b])
+            else:
+                _lstm_backward_row(H, dh[b], grad_out[t, b], gates[t, b], cs[t, b], cp, dc[b],
+                                   dgates[t, b])
         else:
-            for j in range(4 * H):
-                dg[j] = zero
+            fill_row(dgates[t, b], 4 * H, zero)
 
 
 @njit(**JIT)
