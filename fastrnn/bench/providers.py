@@ -54,7 +54,10 @@ class TorchProvider(Provider):
     def strategy(self, kind, size, dtype, device):
         if torch.device(device).type == "cuda":
             return "cuDNN" if torch.backends.cudnn.enabled else "native CUDA"
-        return "oneDNN" if torch.backends.mkldnn.is_available() else "native CPU"
+        # torch routes only LSTM (without projection) to oneDNN's fused RNN primitive on CPU;
+        # GRU and RNN run its native per-step ops (check: the output's grad_fn).
+        onednn = kind == "lstm" and torch.backends.mkldnn.is_available() and dtype != torch.float64
+        return "oneDNN" if onednn else "native CPU"
 
 
 _CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}
