@@ -55,8 +55,22 @@ def _auto(device, dtype):
     raise RuntimeError(f"fastrnn has no backend for {dtype} tensors on {device}")
 
 
+_RESOLVED = {}
+
+
 def resolve(name, device, dtype):
     """The backend module to run for ``name`` ("auto" or concrete) on this device and dtype."""
+    # Memoised per call signature (the environment variable included): resolving runs on
+    # every forward, and supports() answers cannot change within a process.
+    check_name(name)
+    key = (name, os.environ.get(ENV_VAR), device, dtype)
+    module = _RESOLVED.get(key)
+    if module is None:
+        module = _RESOLVED[key] = _resolve(name, device, dtype)
+    return module
+
+
+def _resolve(name, device, dtype):
     check_name(name)
     if name == "auto":
         name = check_name(os.environ.get(ENV_VAR, "auto") or "auto")

@@ -142,10 +142,15 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
         output = pack_padded_sequence(output, lengths_cpu).data
     elif batch_first:
         output = output.transpose(0, 1)
-    h_n = torch.stack(h_n)
+    h_n = _stack_states(h_n)
     if kind == "lstm":
-        return output, h_n, torch.stack(c_n)
+        return output, h_n, _stack_states(c_n)
     return output, h_n
+
+
+def _stack_states(states):
+    # One layer and direction is the common case; unsqueeze is cheaper than stack there.
+    return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
 
 
 # ---------------------------------------------------------------------------------- cells

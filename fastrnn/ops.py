@@ -85,7 +85,8 @@ class GRUFunction(torch.autograd.Function):
             xbias, b_hn = None, None
         else:
             # b_hr and b_hz add to the input projection; b_hn sits inside r * (.) and stays apart.
-            xbias = b_ih + torch.cat([b_hh[: 2 * H], torch.zeros_like(b_hh[2 * H:])])
+            xbias = b_ih.clone()
+            xbias[: 2 * H] += b_hh[: 2 * H]
             b_hn = b_hh[2 * H:].contiguous()
         xg = _input_projection(x, w_ih, xbias)
         w_hh, h0 = _c(w_hh), _c(h0)

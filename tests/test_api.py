@@ -176,3 +176,17 @@ def test_functional_call_uses_swapped_weights():
     params = dict(ref.named_parameters())
     out = torch.func.functional_call(fast, params, (x,))[0]
     torch.testing.assert_close(out, ref(x)[0], atol=3e-5, rtol=2e-4)
+
+
+def test_env_override_is_read_at_each_call(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("FASTRNN_BACKEND", "reference")
+    assert backends.resolve("auto", cpu, torch.float32).NAME == "reference"
+    monkeypatch.setenv("FASTRNN_BACKEND", "numba")
+    assert backends.resolve("auto", cpu, torch.float32).NAME == "numba"
+    assert backends.resolve("reference", cpu, torch.float32).NAME == "reference"  # explicit wins
+    monkeypatch.setenv("FASTRNN_BACKEND", "bogus")
+    with pytest.raises(ValueError, match="valid backends"):
+        backends.resolve("auto", cpu, torch.float32)
+    with pytest.raises(ValueError):
+        backends.resolve(["numba"], cpu, torch.float32)

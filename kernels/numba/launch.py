@@ -4,6 +4,8 @@ The backend interface (argument order, returns, semantics) is the one documented
 fastrnn/reference.py. Half types are computed in float32 and cast back on return.
 """
 
+import functools
+
 import numpy as np
 import torch
 from numba.core.errors import NumbaError
@@ -54,9 +56,16 @@ def _state(init, shape, cdt):
     return buf
 
 
+@functools.lru_cache(maxsize=64)
+def _full_lengths(B, T):
+    # Read-only by contract (the kernels never write lengths); cached because small layers
+    # are called often and np.full costs as much as a short recurrence step.
+    return np.full(B, T, dtype=np.int64)
+
+
 def _lengths(lengths, B, T):
     if lengths is None:
-        return np.full(B, T, dtype=np.int64)
+        return _full_lengths(B, T)
     return lengths.detach().to("cpu", torch.int64).contiguous().numpy()
 
 
