@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fastrnn.kernels import gemm
+from fastrnn.kernels import numba as numba_backend
 from rnn_cases import check_parity
 
 SHAPES = [(1, 64, 256), (3, 512, 2048), (64, 256, 1024), (128, 33, 7), (0, 16, 16)]
@@ -39,4 +40,7 @@ def test_large_shapes_take_onednn_when_available():
 def test_module_on_onednn_sized_layer_matches_torch(kind):
     """A hidden size whose recurrent product is packed for oneDNN, end to end, all gradients."""
     H = {"lstm": 512, "gru": 592, "rnn": 1024}[kind]
-    check_parity(kind, "numba", torch.float32, 16, H, 3, 2, form="packed_unsorted", bidirectional=True)
+    B = 3
+    if gemm._OPS is not None and torch.backends.mkldnn.is_available():
+        assert "oneDNN packed" in numba_backend.explain(kind, 3, B, H)
+    check_parity(kind, "numba", torch.float32, 16, H, 3, B, form="packed_unsorted", bidirectional=True)

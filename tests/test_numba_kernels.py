@@ -31,7 +31,9 @@ def poison(monkeypatch):
 
 @pytest.fixture(params=["loop", "torch_mm"])
 def strategy(request, monkeypatch):
-    monkeypatch.setattr(launch, "TORCH_MM_MIN_MACS", 0 if request.param == "torch_mm" else 1 << 62)
+    limit = 0 if request.param == "torch_mm" else 1 << 62
+    monkeypatch.setattr(launch, "TORCH_MM_MIN_MACS", limit)
+    monkeypatch.setattr(launch, "TORCH_MM_MIN_MACS_SMALL_BATCH", limit)
     return request.param
 
 
@@ -199,3 +201,22 @@ def test_bad_nonlinearity():
     case = make_case("rnn_tanh", 2, 1, 3, None)
     with pytest.raises(ValueError, match="nonlinearity"):
         nb.rnn_forward(case["xg"], case["w_hh"], case["h0"], None, False, "sigmoid", False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_into_odd_shapes(dtype):
+    # The blocked product's row (4/2/1) and k (4/8/remainder) tails, and n tails around the
+    # vector width, against a float64 product.
+    from fastrnn.kernels.numba.linalg import matmul_into
+    rng = np.random.default_rng(0)
+    for M in (1, 3, 5, 16):
+        for K in (1, 7, 33, 130):
+            for N in (1, 5, 67, 260):
+                a = rng.standard_normal((M, K)).astype(dtype)
+                b = rng.standard_normal((K, N)).astype(dtype)
+                out = np.full((M, N), np.nan, dtype)
+                matmul_into(a, b, out)
+                ref = a.astype(np.float64) @ b.astype(np.float64)
+                tol = 1e-12 if dtype == np.float64 else 2e-6
+                np.testing.assert_allclose(out, ref, rtol=0, atol=tol * np.sqrt(K) * 4,
+                                           err_msg=f"{M}x{K}x{N}")

@@ -22,11 +22,14 @@ from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurr
 _NATIVE = (torch.float32, torch.float64)
 _HALF = (torch.float16, torch.bfloat16)
 
-# Multiply-adds per step (B * K * N) from which a Python loop over steps, each calling the GEMM
-# helper (oneDNN or MKL, on torch's threads) and a compiled pointwise update, beats one compiled
-# loop with its own single-threaded product. Measured crossover on a 2-core AMD EPYC between
-# 2^18 and 2^20 for LSTM, GRU and RNN, inference and training (scratch/thresh.py).
+# When a Python loop over steps, each calling the GEMM helper (oneDNN or MKL, on torch's threads)
+# and a compiled pointwise update, beats one compiled loop with its own single-threaded product.
+# Measured on a 2-core AMD EPYC (scratch/thresh.py): the compiled loop wins up to ~2^21
+# multiply-adds per step at batch <= 16 (the product is cache-resident, the loop has no Python
+# overhead), the per-step GEMM from ~2^19 at larger batches (two threads, bigger tiles).
+SMALL_BATCH = 16
 TORCH_MM_MIN_MACS = 1 << 19
+TORCH_MM_MIN_MACS_SMALL_BATCH = 1 << 21
 
 
 def empty(shape, dtype):
@@ -70,7 +73,8 @@ def _lengths(lengths, B, T):
 
 
 def _torch_mm(B, K, N):
-    return B > 0 and B * K * N >= TORCH_MM_MIN_MACS
+    limit = TORCH_MM_MIN_MACS_SMALL_BATCH if B <= SMALL_BATCH else TORCH_MM_MIN_MACS
+    return B > 0 and B * K * N >= limit
 
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -81,7 +85,7 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
     P = P or H
     G = _GATES[kind] * H
     if not _torch_mm(B, P, G):
-        return f"one compiled loop over {T} steps (product {B}x{P}x{G} below {TORCH_MM_MIN_MACS} MACs)"
+        return f"one compiled loop over {T} steps (product {B}x{P}x{G} per step)"
     gemm = "oneDNN packed GEMM" if packs(G, P, B, _compute_dtype(dtype)) else "torch.mm"
     return f"per step: {gemm} {B}x{P}x{G} + compiled pointwise update"
 
