@@ -8,32 +8,56 @@
 - On CUDA, kernels are asynchronous: time with CUDA events after a synchronize, never with
   the host clock alone.
 - Report the median and the spread (quartiles, min, max), never the mean of a few samples.
+- Sub-millisecond calls are timed in batches (one sample = enough back-to-back calls to last
+  ~5 ms, reported per call), and the garbage collector is paused inside a sample, as timeit
+  does: otherwise timer resolution and a collection triggered by another provider's garbage
+  land on whichever call happens to be running.
 """
 
+import gc
 import time
 
 import numpy as np
 import torch
 
 
+SAMPLE_S = 0.005
+
+
 def clock(device):
-    """A function ``timed(fn) -> seconds`` for one call of fn on this device."""
+    """A function ``timed(fn, calls=1) -> seconds per call`` over ``calls`` back-to-back calls."""
     if torch.device(device).type == "cuda":
-        def timed(fn):
+        def measure(fn, calls):
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize()
             start.record()
-            fn()
+            for _ in range(calls):
+                fn()
             end.record()
             end.synchronize()
             return start.elapsed_time(end) / 1e3
     else:
-        def timed(fn):
+        def measure(fn, calls):
             start = time.perf_counter()
-            fn()
+            for _ in range(calls):
+                fn()
             return time.perf_counter() - start
+
+    def timed(fn, calls=1):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return measure(fn, calls) / calls
+        finally:
+            if enabled:
+                gc.enable()
     return timed
+
+
+def calls_per_sample(seconds_per_call):
+    """How many back-to-back calls make one sample last about SAMPLE_S."""
+    return max(1, min(1000, int(SAMPLE_S / max(seconds_per_call, 1e-7))))
 
 
 MIN_REPEATS = 3
@@ -53,13 +77,17 @@ def interleaved(steps, repeats, warmup, device, budget_s=None):
     names = list(steps)
     samples = {name: [] for name in names}
     errors = {}
-    for _ in range(warmup):
+    calls = {name: 1 for name in names}
+    for w in range(warmup):
         for name in names:
             if name not in errors:
                 try:
-                    steps[name]()
+                    seconds = timed(steps[name])
                 except Exception as exc:  # reported, not fatal: the run continues
                     errors[name] = exc
+                else:
+                    if w == warmup - 1:
+                        calls[name] = calls_per_sample(seconds)
     r = 0
     while r < repeats:
         round_start = time.perf_counter()
@@ -68,7 +96,7 @@ def interleaved(steps, repeats, warmup, device, budget_s=None):
             if name in errors:
                 continue
             try:
-                samples[name].append(timed(steps[name]))
+                samples[name].append(timed(steps[name], calls[name]))
             except Exception as exc:
                 errors[name] = exc
         if r == 0 and budget_s is not None:
