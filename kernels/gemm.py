@@ -1,10 +1,10 @@
 """Dense products y = a @ w^T (+ bias) on CPU through the fastest kernel torch ships.
 
-torch.mm on CPU goes to MKL. oneDNN's inner-product primitive (the one torch.nn.LSTM uses inside,
-reachable as torch.ops.mkldnn._linear_pointwise) was measured 1.2-2.5x faster on the shapes an
-RNN layer produces once the batch is a few dozen rows or the weight is large (2-core AMD EPYC,
-scratch measurements in benchmarks/results/cpu-gemm-*.md); below that its ~15 us call overhead
-loses to MKL. Float32 only: oneDNN's float64 path does not exist and its 16-bit paths change
+torch.mm on CPU goes to MKL. oneDNN's inner-product primitive (the one torch.nn.LSTM uses
+inside, reachable as torch.ops.mkldnn._linear_pointwise) was measured 1.2-2.5x faster on the
+shapes an RNN layer produces once the batch is a few dozen rows or the weight is large
+(2-core AMD EPYC; benchmarks/gemm_crossover.py, recorded in
+benchmarks/results/cpu-gemm-2026-11-25.md); below that its ~15 us call overhead loses to MKL. Float32 only: oneDNN's float64 path does not exist and its 16-bit paths change
 rounding. Everything falls back to torch.mm when oneDNN is missing or disabled.
 """
 
@@ -33,7 +33,10 @@ def _onednn_usable(device, dtype):
 
 def packs(N, K, batch, dtype, device="cpu"):
     """Whether RepeatedLinear packs an (N, K) weight for oneDNN at this batch size."""
-    return batch > 0 and _onednn_usable(device, dtype) and (K * N >= (1 << 20) or batch * K * N >= (1 << 22))
+    # Measured: packed oneDNN wins from 8 rows once the weight has ~200k elements, and at any
+    # batch for weights of a million elements or more.
+    return batch > 0 and _onednn_usable(device, dtype) and (
+        K * N >= (1 << 20) or (batch >= 8 and K * N >= 3 * (1 << 16)))
 
 
 def _worth_onednn(M, K, N):

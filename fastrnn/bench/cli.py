@@ -191,7 +191,7 @@ def main(argv=None):
     if load and load[0] > 0.5 * (os.cpu_count() or 1):
         log(f"warning: the machine is busy (load average {load[0]} on {os.cpu_count()} cores); "
             f"other work skews timings, and threaded libraries suffer most")
-    log("measuring the GEMM rate (torch.mm) ...")
+    log("measuring the GEMM rate ...")
     gemm_start = {d: machine.gemm_rate(device, grid.DTYPES[d]) for d in settings["dtypes"]}
     for d, rate in gemm_start.items():
         log(f"  {d}: {rate:.1f} GFLOP/s")

@@ -1,7 +1,9 @@
 """What machine the numbers come from: hardware, versions, date, and its measured GEMM rate.
 
-The GEMM rate is the roofline: an RNN step is two GEMMs plus pointwise gate math, so a large
-torch.mm on the same device and dtype is the most an RNN kernel could reach. Measuring it here
+The GEMM rate is the roofline: an RNN step is two GEMMs plus pointwise gate math, so the best
+large matrix product on the same device and dtype is the most an RNN kernel could reach. On
+CPU that is the faster of torch.mm (MKL) and oneDNN's inner product (what torch.nn.LSTM and
+fastrnn use), which differ by up to 1.3x on AMD machines. Measuring it here
 (instead of quoting a datasheet) keeps the % column honest for this machine, this BLAS and
 this thread count.
 """
@@ -67,7 +69,16 @@ def machine_info(device):
 
 
 def gemm_rate(device, dtype, n=None, min_seconds=0.25):
-    """Best GFLOP/s of an n x n x n torch.mm (after one warm-up), timed for ~min_seconds."""
+    """Best GFLOP/s of an n x n x n product (after one warm-up), timed for ~min_seconds each
+    through torch.mm and, where it applies, fastrnn's GEMM helper (oneDNN)."""
+    from ..kernels.gemm import linear
+    rates = [_rate(torch.mm, device, dtype, n, min_seconds)]
+    if torch.device(device).type == "cpu":
+        rates.append(_rate(lambda a, b: linear(a, b), device, dtype, n, min_seconds))
+    return max(rates)
+
+
+def _rate(product, device, dtype, n, min_seconds):
     device = torch.device(device)
     cuda = device.type == "cuda"
     if n is None:
@@ -75,13 +86,13 @@ def gemm_rate(device, dtype, n=None, min_seconds=0.25):
         n = 8192 if cuda else (2048 if dtype in (torch.float32, torch.float64) else 1024)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    torch.mm(a, b)
+    product(a, b)
     best, spent = float("inf"), 0.0
     while spent < min_seconds or best == float("inf"):
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        torch.mm(a, b)
+        product(a, b)
         if cuda:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start

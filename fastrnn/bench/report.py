@@ -74,7 +74,7 @@ def describe_machine(meta):
     hw = meta.get("gpu") or f"{meta['cpu']} ({meta['cpu_cores']} cores, torch threads {meta['torch_threads']})"
     gemm = ", ".join(f"{dtype} {rate:.1f} GFLOP/s" for dtype, rate in meta.get("gemm_gflops", {}).items())
     lines = [f"machine: {hw}", f"device: {meta['device']}", f"versions: {versions}",
-             f"date: {meta['date']}", f"measured GEMM rate (torch.mm): {gemm or 'not measured'}"]
+             f"date: {meta['date']}", f"measured GEMM rate (best large product, see fastrnn/bench/machine.py): {gemm or 'not measured'}"]
     if meta.get("load_average"):
         load = f"load average (1/5/15 min) at start: {meta['load_average']}"
         if meta.get("load_average_end"):
@@ -91,7 +91,7 @@ def format_markdown(meta, rows, title="fastrnn benchmark"):
         lines.append("- settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     lines += ["", "Median of interleaved repeats after warm-up; `vs torch` is torch.nn's median "
               "divided by the provider's (higher is faster); `% GEMM` is GFLOP/s over the "
-              "measured torch.mm rate. FLOPs: 2*B*(I+H)*G*H per step, training counted as 3x "
+              "measured GEMM rate (best large product: torch.mm, and on CPU also oneDNN). FLOPs: 2*B*(I+H)*G*H per step, training counted as 3x "
               "forward.", ""]
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "|".join("---" for _ in HEADERS) + "|")

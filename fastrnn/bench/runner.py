@@ -134,7 +134,7 @@ def run_case(case, provider_names, device, repeats, warmup, budget_s=None):
 
 
 def add_roofline(rows, gemm_gflops):
-    """Fill gemm_gflops and pct_gemm (GFLOP/s as % of the measured torch.mm rate) per dtype."""
+    """Fill gemm_gflops and pct_gemm (GFLOP/s as % of the measured GEMM rate) per dtype."""
     for row in rows:
         rate = (gemm_gflops or {}).get(row["dtype"])
         row["gemm_gflops"] = rate
