@@ -113,42 +113,35 @@ def lstm_backward_dht(t, dh, grad_out, lengths, dht_all):
             fill_row(dht_all[t, b], P, zero)
 
 
+@njit(inline="always", **JIT)
+def _lstm_backward_cell(j, H, dhpj, sg, cr, cp, dcb, dg):
+    """Gate gradients of cell j given dL/dh_t = dhpj; dcb[j] becomes dL/dc_{t-1}."""
+    one = sg.dtype.type(1)
+    ig = sg[j]
+    fg = sg[H + j]
+    gg = sg[2 * H + j]
+    og = sg[3 * H + j]
+    tc = tanh(cr[j])
+    dct = dcb[j] + dhpj * og * (one - tc * tc)
+    dg[j] = dct * gg * ig * (one - ig)
+    dg[H + j] = dct * cp[j] * fg * (one - fg)
+    dg[2 * H + j] = dct * ig * (one - gg * gg)
+    dg[3 * H + j] = dhpj * tc * og * (one - og)
+    dcb[j] = dct * fg
+
+
 @njit(**JIT)
 def _lstm_backward_row(H, dhr, gr, sg, cr, cp, dcb, dg):
     """Gate gradients of one sequence, dL/dh_t = dhr + gr; dcb becomes dL/dc_{t-1}."""
-    one = sg.dtype.type(1)
     for j in range(H):
-        dhpj = dhr[j] + gr[j]
-        ig = sg[j]
-        fg = sg[H + j]
-        gg = sg[2 * H + j]
-        og = sg[3 * H + j]
-        tc = tanh(cr[j])
-        dct = dcb[j] + dhpj * og * (one - tc * tc)
-        dg[j] = dct * gg * ig * (one - ig)
-        dg[H + j] = dct * cp[j] * fg * (one - fg)
-        dg[2 * H + j] = dct * ig * (one - gg * gg)
-        dg[3 * H + j] = dhpj * tc * og * (one - og)
-        dcb[j] = dct * fg
+        _lstm_backward_cell(j, H, dhr[j] + gr[j], sg, cr, cp, dcb, dg)
 
 
 @njit(**JIT)
 def _lstm_backward_row_proj(H, dpb, sg, cr, cp, dcb, dg):
     """As _lstm_backward_row with dL/dh_t given whole (projected back) in dpb."""
-    one = sg.dtype.type(1)
     for j in range(H):
-        dhpj = dpb[j]
-        ig = sg[j]
-        fg = sg[H + j]
-        gg = sg[2 * H + j]
-        og = sg[3 * H + j]
-        tc = tanh(cr[j])
-        dct = dcb[j] + dhpj * og * (one - tc * tc)
-        dg[j] = dct * gg * ig * (one - ig)
-        dg[H + j] = dct * cp[j] * fg * (one - fg)
-        dg[2 * H + j] = dct * ig * (one - gg * gg)
-        dg[3 * H + j] = dhpj * tc * og * (one - og)
-        dcb[j] = dct * fg
+        _lstm_backward_cell(j, H, dpb[j], sg, cr, cp, dcb, dg)
 
 
 @njit(**JIT)
