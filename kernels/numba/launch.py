@@ -19,7 +19,6 @@ from .lstm import (lstm_backward_dht, lstm_backward_recurrence, lstm_backward_st
 from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurrence,
                   rnn_forward_step)
 
-_NATIVE = (torch.float32, torch.float64)
 _HALF = (torch.float16, torch.bfloat16)
 
 # When a Python loop over steps, each calling the GEMM helper (oneDNN or MKL, on torch's threads)
@@ -137,11 +136,8 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
     gates = empty((Ts, B, 4 * H), cdt)
     cs = empty((Ts, B, H), cdt)
     hpre = empty((Ts, B, H), cdt) if proj else None
-    hg = empty((B, G), cdt)
-    hproj = empty((B, P), cdt) if proj else None
     x_np, lens, h_np, out_np = _np(xg, cdt), _lengths(lengths, B, T), h.numpy(), out.numpy()
     hpre_np = hpre.numpy() if proj else _dummy(cdt, 3)
-    hproj_np = hproj.numpy() if proj else _dummy(cdt, 2)
     if _torch_mm(B, P, G):
         recurrent = RepeatedLinear(w_hh.to(cdt), B)
         project = RepeatedLinear(w_hr.to(cdt), B) if proj else None
@@ -153,6 +149,9 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
             if proj:
                 _run(lstm_project_step, t, project(hpre[ts]).numpy(), h_np, lens, out_np)
     else:
+        # Scratch for the compiled loop's products (the per-step path gets them from the GEMM).
+        hg = empty((B, G), cdt)
+        hproj_np = empty((B, P), cdt).numpy() if proj else _dummy(cdt, 2)
         _run(lstm_forward_recurrence, x_np, _np(w_hh.t(), cdt),
              _np(w_hr.t(), cdt) if proj else _dummy(cdt, 2), h_np, c.numpy(), lens,
              bool(reverse), proj, bool(need_grad), out_np, gates.numpy(), cs.numpy(), hpre_np,
@@ -180,7 +179,6 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     dgates = empty((T, B, G), cdt)
     dht_all = empty((T, B, P), cdt) if proj else None
     dhp = empty((B, H), cdt)
-    dh_new = empty((B, P), cdt)
     lens = _lengths(lengths, B, T)
     step_args = (go, dh.numpy(), dc.numpy(), dhp.numpy(), gates.numpy(), cs.numpy(), c0_np, lens,
                  proj, dgates.numpy())
@@ -197,7 +195,7 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     else:
         _run(lstm_backward_recurrence, go, dh.numpy(), dc.numpy(), gates.numpy(), cs.numpy(),
              c0_np, _np(w_hh, cdt), _np(w_hr, cdt) if proj else _dummy(cdt, 2), lens,
-             bool(reverse), proj, dgates.numpy(), dht_np, dhp.numpy(), dh_new.numpy())
+             bool(reverse), proj, dgates.numpy(), dht_np, dhp.numpy(), empty((B, P), cdt).numpy())
     dw_hr = None
     if proj:
         # One GEMM over all steps instead of T small ones; dead steps have dht = 0.
@@ -228,7 +226,6 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
     h = _state(h0, (B, H), cdt)
     gates = empty((Ts, B, G), cdt)
     hn_lin = empty((Ts, B, H), cdt)
-    hg = empty((B, G), cdt)
     bias = _np(b_hn, cdt) if b_hn is not None else _np(torch.zeros(H, dtype=cdt), cdt)
     x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
     if _torch_mm(B, H, G):
@@ -240,7 +237,7 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
     else:
         _run(gru_forward_recurrence, x_np, _np(w_hh.t(), cdt), bias, h.numpy(), lens,
              bool(reverse), bool(need_grad), out.numpy(), gates.numpy(), hn_lin.numpy(),
-             hg.numpy())
+             empty((B, G), cdt).numpy())
     saved = ()
     if need_grad:
         # Half types: keep the float32 outputs so backward sees the states it computed with.
@@ -260,7 +257,6 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
     h0_np = _np(_state(h0, (B, H), cdt), cdt)
     dxgates = empty((T, B, G), cdt)
     dhgates = empty((T, B, G), cdt)
-    dh_new = empty((B, H), cdt)
     lens = _lengths(lengths, B, T)
     if _torch_mm(B, G, H):
         back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
@@ -272,7 +268,7 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
     else:
         _run(gru_backward_recurrence, go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np,
              _np(hs, cdt), _np(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
-             dhgates.numpy(), dh_new.numpy())
+             dhgates.numpy(), empty((B, H), cdt).numpy())
     return _out(dxgates, dtype), _out(dhgates, dtype), _out(dh, dtype)
 
 
@@ -292,7 +288,6 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
     T, B, H = xg.shape
     out = empty((T, B, H), cdt)
     h = _state(h0, (B, H), cdt)
-    hg = empty((B, H), cdt)
     x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
     if _torch_mm(B, H, H):
         recurrent = RepeatedLinear(w_hh.to(cdt), B)
@@ -301,7 +296,7 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
             _run(rnn_forward_step, t, x_np, recurrent(h).numpy(), h_np, lens, relu, out_np)
     else:
         _run(rnn_forward_recurrence, x_np, _np(w_hh.t(), cdt), h.numpy(), lens, bool(reverse),
-             relu, out.numpy(), hg.numpy())
+             relu, out.numpy(), empty((B, H), cdt).numpy())
     # Backward needs only the outputs; half types keep the float32 ones.
     saved = (out,) if need_grad and dtype != cdt else ()
     return _out(out, dtype), _out(h, dtype), saved
@@ -317,7 +312,6 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
     go = _grad(grad_out, (T, B, H), cdt).numpy()
     hs_np = _np(hs, cdt)
     dgates = empty((T, B, H), cdt)
-    dh_new = empty((B, H), cdt)
     lens = _lengths(lengths, B, T)
     if _torch_mm(B, H, H):
         back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
@@ -327,5 +321,5 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
             _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
     else:
         _run(rnn_backward_recurrence, go, dh.numpy(), hs_np, _np(w_hh, cdt), lens,
-             bool(reverse), relu, dgates.numpy(), dh_new.numpy())
+             bool(reverse), relu, dgates.numpy(), empty((B, H), cdt).numpy())
     return _out(dgates, dtype), _out(dh, dtype)
