@@ -37,7 +37,10 @@ def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
     dw_ih = dxg2.t() @ x.reshape(T * B, I) if need[1] else None
     dw_hh = dhg2.t() @ hprev.reshape(T * B, hprev.shape[2]) if need[2] else None
     db_ih = dxg2.sum(0) if need[3] else None
-    db_hh = dhg2.sum(0) if need[4] else None
+    if need[4] and db_ih is not None and dhg2 is dxg2:
+        db_hh = db_ih.clone()  # LSTM/RNN: the same sum; a copy, since autograd may reuse grads in place
+    else:
+        db_hh = dhg2.sum(0) if need[4] else None
     return dx, dw_ih, dw_hh, db_ih, db_hh
 
 
