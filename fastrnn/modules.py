@@ -16,6 +16,10 @@ from . import backends, functional
 class _BackendMixin:
     """Stores and shows the ``backend`` choice; validates it up front."""
 
+    def __init__(self, *args, backend="auto", **kwargs):
+        super().__init__(*args, **kwargs)  # the torch.nn class's constructor, unchanged
+        self._set_backend(backend)
+
     def _torch_name(self):
         """The torch.nn class this one stands in for, as torch's messages name it."""
         return next(c.__name__ for c in type(self).__mro__ if c.__module__.startswith("torch.nn"))
@@ -106,10 +110,6 @@ class LSTM(_StackMixin, nn.LSTM):
     __doc__ = "fastrnn drop-in for torch.nn.LSTM (extra keyword: backend).\n\n" + (nn.LSTM.__doc__ or "")
     _has_cell_state = True
 
-    def __init__(self, *args, backend="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_backend(backend)
-
     def _run(self, input, hx, kwargs):
         return functional.lstm(input, hx, self._flat_weights, **kwargs)
 
@@ -117,20 +117,12 @@ class LSTM(_StackMixin, nn.LSTM):
 class GRU(_StackMixin, nn.GRU):
     __doc__ = "fastrnn drop-in for torch.nn.GRU (extra keyword: backend).\n\n" + (nn.GRU.__doc__ or "")
 
-    def __init__(self, *args, backend="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_backend(backend)
-
     def _run(self, input, hx, kwargs):
         return functional.gru(input, hx, self._flat_weights, **kwargs)
 
 
 class RNN(_StackMixin, nn.RNN):
     __doc__ = "fastrnn drop-in for torch.nn.RNN (extra keyword: backend).\n\n" + (nn.RNN.__doc__ or "")
-
-    def __init__(self, *args, backend="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_backend(backend)
 
     def _run(self, input, hx, kwargs):
         return functional.rnn(input, hx, self._flat_weights, nonlinearity=self.nonlinearity, **kwargs)
@@ -168,10 +160,6 @@ class LSTMCell(_CellMixin, nn.LSTMCell):
     __doc__ = "fastrnn drop-in for torch.nn.LSTMCell (extra keyword: backend).\n\n" + (nn.LSTMCell.__doc__ or "")
     _has_cell_state = True
 
-    def __init__(self, *args, backend="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_backend(backend)
-
     def _step(self, input, states):
         return functional.lstm_cell(input, states, self.weight_ih, self.weight_hh,
                                     self.bias_ih, self.bias_hh, backend=self.backend)
@@ -180,10 +168,6 @@ class LSTMCell(_CellMixin, nn.LSTMCell):
 class GRUCell(_CellMixin, nn.GRUCell):
     __doc__ = "fastrnn drop-in for torch.nn.GRUCell (extra keyword: backend).\n\n" + (nn.GRUCell.__doc__ or "")
 
-    def __init__(self, *args, backend="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_backend(backend)
-
     def _step(self, input, states):
         return functional.gru_cell(input, states[0], self.weight_ih, self.weight_hh,
                                    self.bias_ih, self.bias_hh, backend=self.backend)
@@ -191,10 +175,6 @@ class GRUCell(_CellMixin, nn.GRUCell):
 
 class RNNCell(_CellMixin, nn.RNNCell):
     __doc__ = "fastrnn drop-in for torch.nn.RNNCell (extra keyword: backend).\n\n" + (nn.RNNCell.__doc__ or "")
-
-    def __init__(self, *args, backend="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_backend(backend)
 
     def _step(self, input, states):
         return functional.rnn_cell(input, states[0], self.weight_ih, self.weight_hh,
