@@ -71,7 +71,6 @@ def resolve(name, device, dtype):
 
 
 def _resolve(name, device, dtype):
-    check_name(name)
     if name == "auto":
         name = check_name(os.environ.get(ENV_VAR, "auto") or "auto")
         if name == "auto":

@@ -4,8 +4,9 @@ torch.mm on CPU goes to MKL. oneDNN's inner-product primitive (the one torch.nn.
 inside, reachable as torch.ops.mkldnn._linear_pointwise) was measured 1.2-2.5x faster on the
 shapes an RNN layer produces once the batch is a few dozen rows or the weight is large
 (2-core AMD EPYC; benchmarks/gemm_crossover.py, recorded in
-benchmarks/results/cpu-gemm-2026-11-25.md); below that its ~15 us call overhead loses to MKL. Float32 only: oneDNN's float64 path does not exist and its 16-bit paths change
-rounding. Everything falls back to torch.mm when oneDNN is missing or disabled.
+benchmarks/results/cpu-gemm-2026-11-25.md); below that its ~15 us call overhead loses to MKL.
+Float32 only: oneDNN's float64 path does not exist and its 16-bit paths change rounding.
+Everything falls back to torch.mm when oneDNN is missing or disabled.
 """
 
 import torch
