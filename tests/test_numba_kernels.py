@@ -14,7 +14,7 @@ pytest.importorskip("numba")
 
 from fastrnn import reference  # noqa: E402
 from fastrnn.kernels import numba as nb  # noqa: E402
-from fastrnn.kernels.numba import launch  # noqa: E402
+from fastrnn.kernels.numba import launch, team  # noqa: E402
 
 TOL = {torch.float64: dict(atol=1e-9, rtol=1e-7), torch.float32: dict(atol=3e-5, rtol=2e-4)}
 CELLS = ["lstm", "lstm_proj", "gru", "gru_no_bhn", "rnn_tanh", "rnn_relu"]
@@ -29,11 +29,18 @@ def poison(monkeypatch):
     monkeypatch.setattr(launch, "empty", nan_empty)
 
 
-@pytest.fixture(params=["loop", "torch_mm"])
+@pytest.fixture(params=["loop", "loop_split", "torch_mm", "torch_mm_split"])
 def strategy(request, monkeypatch):
-    limit = 0 if request.param == "torch_mm" else 1 << 62
-    monkeypatch.setattr(launch, "TORCH_MM_MIN_MACS", limit)
-    monkeypatch.setattr(launch, "TORCH_MM_MIN_MACS_SMALL_BATCH", limit)
+    """Both per-step strategies, each in one thread or with the batch split into chunks on
+    torch's OpenMP team (3 chunks: more than the team has threads, and uneven for B = 7)."""
+    limit = 0 if request.param.startswith("torch_mm") else 1 << 62
+    monkeypatch.setattr(launch, "STEP_GEMM_MIN_MACS", limit)
+    monkeypatch.setattr(launch, "STEP_GEMM_MIN_MACS_LARGE_WEIGHT", limit)
+    split = request.param.endswith("_split")
+    monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
+    monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0 if split else 1 << 62)
+    if split:
+        monkeypatch.setattr(team, "threads", lambda: 3)
     return request.param
 
 
@@ -220,3 +227,49 @@ def test_matmul_into_odd_shapes(dtype):
                 tol = 1e-12 if dtype == np.float64 else 2e-6
                 np.testing.assert_allclose(out, ref, rtol=0, atol=tol * np.sqrt(K) * 4,
                                            err_msg=f"{M}x{K}x{N}")
+
+
+def test_team_bounds_balance_live_steps():
+    assert team.bounds(7, 3).tolist() == [0, 2, 4, 7]
+    assert team.bounds(2, 2).tolist() == [0, 1, 2]
+    # Sorted packed lengths: the long first rows get a chunk of their own.
+    assert team.bounds(4, 2, np.array([10, 2, 2, 2])).tolist() == [0, 1, 4]
+    assert team.bounds(3, 3, np.array([1, 1, 1])).tolist() == [0, 1, 2, 3]
+
+
+def test_team_runs_on_torchs_openmp_threads():
+    # torch's CPU builds run on OpenMP: the split must find that runtime, not fall back silently.
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch does not run on OpenMP here")
+    assert team._gomp_parallel() is not None
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_split_without_an_openmp_runtime_runs_every_chunk_here(cell, monkeypatch):
+    # No runtime found: the calling thread claims all chunks (buffers are NaN-poisoned, so a
+    # skipped chunk fails). Not bitwise: the product's row blocking differs with chunk size.
+    case = make_case(cell, 5, 7, 9, "mixed")
+    whole = run(nb, cell, case, False, torch.float64)
+    monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0)
+    monkeypatch.setattr(team, "threads", lambda: 4)
+    monkeypatch.setattr(team, "_gomp_parallel", lambda: None)
+    for limit in (0, 1 << 62):          # both per-step strategies
+        monkeypatch.setattr(launch, "STEP_GEMM_MIN_MACS", limit)
+        monkeypatch.setattr(launch, "STEP_GEMM_MIN_MACS_LARGE_WEIGHT", limit)
+        split = run(nb, cell, case, False, torch.float64)
+        for name in whole:
+            torch.testing.assert_close(split[name], whole[name], atol=1e-12, rtol=1e-12)
+
+
+def test_split_leaves_torch_thread_count_alone():
+    before = torch.get_num_threads()
+    case = make_case("lstm", 4, 8, 16, None)
+    run(nb, "lstm", case, False, torch.float32)
+    assert torch.get_num_threads() == before
+
+
+def test_pack_rejects_non_contiguous_arrays():
+    a = np.zeros((4, 4), np.float32)[:, ::2]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        team.pack(4, team.bounds(4, 2), a)

@@ -29,12 +29,11 @@ def _gru_forward_row(H, xr, gr, b_hn, hb, sg, hl, ob):
 
 
 @njit(**JIT)
-def gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin):
-    """Pointwise part of step t given hg = h_{t-1} W_hh^T (B, 3H); updates h."""
-    B = xg.shape[1]
+def gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin, lo, hi):
+    """Pointwise part of step t for rows lo..hi-1 given hg = h_{t-1} W_hh^T (B, 3H); updates h."""
     H = h.shape[1]
     zero = xg.dtype.type(0)
-    for b in range(B):
+    for b in range(lo, hi):
         if t < lengths[b]:
             _gru_forward_row(H, xg[t, b], hg[b], b_hn, h[b], gates[ts, b], hn_lin[ts, b],
                              out[t, b])
@@ -46,28 +45,27 @@ def gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin):
 
 @njit(**JIT)
 def gru_forward_recurrence(xg, w_hh_t, b_hn, h, lengths, reverse, need_grad, out, gates, hn_lin,
-                           hg):
-    """All T steps. h (B, H) holds h0 and becomes h_n. w_hh_t (H, 3H) transposed; b_hn (H,)
+                           hg, lo, hi):
+    """All T steps of rows lo..hi-1 (independent rows: threads split the batch). h (B, H) holds h0 and becomes h_n. w_hh_t (H, 3H) transposed; b_hn (H,)
     (zeros when absent). gates (Ts, B, 3H) gets r, z, n and hn_lin (Ts, B, H) gets
     h W_hn^T + b_hn; Ts is T with need_grad, else 1. hg (B, 3H) is scratch."""
     T = xg.shape[0]
     for s in range(T):
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
-        matmul_into(h, w_hh_t, hg)
-        gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin)
+        matmul_into(h[lo:hi], w_hh_t, hg[lo:hi])
+        gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin, lo, hi)
 
 
 @njit(**JIT)
 def gru_backward_step(t, reverse, grad_out, dh, gates, hn_lin, h0, hs, lengths, dxgates,
-                      dhgates):
-    """Gate gradients of step t; dh of live sequences becomes dL/dh_t * z, to which the caller
-    adds dhgates[t] @ W_hh (add_live_rows)."""
-    B = gates.shape[1]
+                      dhgates, lo, hi):
+    """Gate gradients of step t, rows lo..hi-1; dh of live rows becomes dL/dh_t * z, to which
+    the caller adds dhgates[t] @ W_hh (add_live_rows)."""
     H = dh.shape[1]
     one = gates.dtype.type(1)
     zero = gates.dtype.type(0)
-    for b in range(B):
+    for b in range(lo, hi):
         dx = dxgates[t, b]
         dg = dhgates[t, b]
         if t < lengths[b]:
@@ -102,14 +100,14 @@ def gru_backward_step(t, reverse, grad_out, dh, gates, hn_lin, h0, hs, lengths, 
 
 @njit(**JIT)
 def gru_backward_recurrence(grad_out, dh, gates, hn_lin, h0, hs, w_hh, lengths, reverse,
-                            dxgates, dhgates, dh_new):
-    """All T steps, opposite order to forward. dh (B, H) holds grad_hn and becomes dh0. hs
+                            dxgates, dhgates, dh_new, lo, hi):
+    """All T steps of rows lo..hi-1, opposite order to forward. dh (B, H) holds grad_hn and becomes dh0. hs
     (T, B, H) are the forward outputs (the state after each live step); w_hh (3H, H)
     untransposed; dh_new (B, H) scratch."""
     T = gates.shape[0]
     for s in range(T):
         t = s if reverse else T - 1 - s
         gru_backward_step(t, reverse, grad_out, dh, gates, hn_lin, h0, hs, lengths, dxgates,
-                          dhgates)
-        matmul_into(dhgates[t], w_hh, dh_new)
-        add_live_rows(t, dh_new, dh, lengths)
+                          dhgates, lo, hi)
+        matmul_into(dhgates[t, lo:hi], w_hh, dh_new[lo:hi])
+        add_live_rows(t, dh_new, dh, lengths, lo, hi)

@@ -11,6 +11,7 @@ import torch
 from numba.core.errors import NumbaError
 
 from ..gemm import RepeatedLinear, packs
+from . import team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
 from .linalg import add_live_rows, copy_live_rows
@@ -22,13 +23,21 @@ from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurr
 _HALF = (torch.float16, torch.bfloat16)
 
 # When a Python loop over steps, each calling the GEMM helper (oneDNN or MKL, on torch's threads)
-# and a compiled pointwise update, beats one compiled loop with its own single-threaded product.
-# Measured on a 2-core AMD EPYC (scratch/thresh.py): the compiled loop wins up to ~2^21
-# multiply-adds per step at batch <= 16 (the product is cache-resident, the loop has no Python
-# overhead), the per-step GEMM from ~2^19 at larger batches (two threads, bigger tiles).
-SMALL_BATCH = 16
-TORCH_MM_MIN_MACS = 1 << 19
-TORCH_MM_MIN_MACS_SMALL_BATCH = 1 << 21
+# and a compiled pointwise update, beats one compiled loop (batch split over the same threads).
+# Measured on a 2-core AMD EPYC (benchmarks/strategy_crossover.py, results in
+# benchmarks/results/cpu-strategy-2026-11-26.md): the compiled loop is 1.1-2x faster below 2^22
+# multiply-adds per step, and up to 2^23 while the recurrent weight stays in L2 (1 MiB here);
+# beyond, the GEMM's blocking wins.
+STEP_GEMM_MIN_MACS = 1 << 23
+STEP_GEMM_MIN_MACS_LARGE_WEIGHT = 1 << 22
+LARGE_WEIGHT_BYTES = 1 << 20
+
+# When the batch is split across torch's OpenMP threads (kernels/numba/team.py): a whole-sequence
+# recurrence from 2^20 multiply-adds over all steps, a per-step pointwise update from 2^12 cells
+# per step. Below, one thread is as fast: a split costs ~25 us per call (packing the arguments),
+# measured 1.3-1.8x slower than one thread at 2^18, 1.1-1.2x faster from 2^20.
+SPLIT_MIN_MACS = 1 << 20
+SPLIT_MIN_CELLS = 1 << 12
 
 
 def empty(shape, dtype):
@@ -71,8 +80,10 @@ def _lengths(lengths, B, T):
     return lengths.detach().to("cpu", torch.int64).contiguous().numpy()
 
 
-def _torch_mm(B, K, N):
-    limit = TORCH_MM_MIN_MACS_SMALL_BATCH if B <= SMALL_BATCH else TORCH_MM_MIN_MACS
+def _step_gemm(B, K, N, cdt):
+    """Whether the per-step GEMM strategy runs this layer (else the compiled loop)."""
+    large = K * N * cdt.itemsize > LARGE_WEIGHT_BYTES
+    limit = STEP_GEMM_MIN_MACS_LARGE_WEIGHT if large else STEP_GEMM_MIN_MACS
     return B > 0 and B * K * N >= limit
 
 
@@ -83,10 +94,15 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
     """Which strategy the forward recurrence uses for this layer, in one line."""
     P = P or H
     G = _GATES[kind] * H
-    if not _torch_mm(B, P, G):
-        return f"one compiled loop over {T} steps (product {B}x{P}x{G} per step)"
-    gemm = "oneDNN packed GEMM" if packs(G, P, B, _compute_dtype(dtype)) else "torch.mm"
-    return f"per step: {gemm} {B}x{P}x{G} + compiled pointwise update"
+    cdt = _compute_dtype(dtype)
+    if not _step_gemm(B, P, G, cdt):
+        chunks = _chunks(B, T * B * P * G, SPLIT_MIN_MACS)
+        split = f", batch split over {chunks} threads" if chunks > 1 else ""
+        return f"one compiled loop over {T} steps (product {B}x{P}x{G} per step){split}"
+    gemm = "oneDNN packed GEMM" if packs(G, P, B, cdt) else "torch.mm"
+    chunks = _chunks(B, B * H, SPLIT_MIN_CELLS)
+    split = f" on {chunks} threads" if chunks > 1 else ""
+    return f"per step: {gemm} {B}x{P}x{G} + compiled pointwise update{split}"
 
 
 def _order(T, reverse):
@@ -106,6 +122,60 @@ def _run(kernel, *args):
             f"{[getattr(a, 'dtype', type(a).__name__) for a in args]}. Use backend='reference' "
             f"to run without Numba, and report this error."
         ) from exc
+
+
+def _chunks(B, work, minimum):
+    """How many chunks of rows to split B rows into for `work` (1: run in this thread)."""
+    if B < 2 or work < minimum:
+        return 1
+    return min(team.threads(), B)
+
+
+def _compiled(entry):
+    try:
+        return threaded.compiled(entry)
+    except NumbaError as exc:
+        raise RuntimeError(
+            f"fastrnn numba backend: compiling {entry.__name__} failed. Use backend='reference' "
+            f"to run without Numba, and report this error.") from exc
+
+
+def _bounds(B, chunks, lengths, lens):
+    return team.bounds(B, chunks, None if lengths is None else lens)
+
+
+def _recurrence(kernel, entry, cdt, B, chunks, lengths, lens, *args):
+    """kernel(*args, 0, B) in this thread, or in chunks of rows on torch's OpenMP team."""
+    if chunks <= 1:
+        return _run(kernel, *args, 0, B)
+    team.run(_compiled(entry), team.pack(cdt.itemsize, _bounds(B, chunks, lengths, lens), *args))
+
+
+class _StepKernel:
+    """A pointwise step kernel(*args, lo, hi) called once per step over all B rows.
+
+    Split into chunks on torch's OpenMP team when the step is big enough; the words are packed
+    once and only the arguments that changed since the last step are rewritten."""
+
+    def __init__(self, kernel, entry, cdt, B, cells, lengths, lens):
+        self.kernel, self.entry, self.B = kernel, entry, B
+        self.chunks = _chunks(B, cells, SPLIT_MIN_CELLS)
+        self.float_size = cdt.itemsize
+        self.bounds = _bounds(B, self.chunks, lengths, lens) if self.chunks > 1 else None
+        self.args = self.packed = None
+
+    def __call__(self, *args):
+        if self.chunks <= 1:
+            return _run(self.kernel, *args, 0, self.B)
+        if self.packed is None:
+            self.packed = team.pack(self.float_size, self.bounds, *args)
+            self.args = list(args)
+        else:
+            for k, a in enumerate(args):
+                if a is not self.args[k]:
+                    self.packed.set(k, a)
+                    self.args[k] = a
+        team.run(_compiled(self.entry), self.packed)
 
 
 _DUMMY = {}
@@ -138,24 +208,28 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
     hpre = empty((Ts, B, H), cdt) if proj else None
     x_np, lens, h_np, out_np = _np(xg, cdt), _lengths(lengths, B, T), h.numpy(), out.numpy()
     hpre_np = hpre.numpy() if proj else _dummy(cdt, 3)
-    if _torch_mm(B, P, G):
+    if _step_gemm(B, P, G, cdt):
         recurrent = RepeatedLinear(w_hh.to(cdt), B)
         project = RepeatedLinear(w_hr.to(cdt), B) if proj else None
         c_np, gates_np, cs_np = c.numpy(), gates.numpy(), cs.numpy()
+        step = _StepKernel(lstm_forward_step, threaded.lstm_forward_step_entry, cdt, B, B * H,
+                           lengths, lens)
         for t in _order(T, reverse):
             ts = t if need_grad else 0
-            _run(lstm_forward_step, t, ts, x_np, recurrent(h).numpy(), h_np, c_np, lens, proj,
-                 out_np, gates_np, cs_np, hpre_np)
+            step(t, ts, x_np, recurrent(h).numpy(), h_np, c_np, lens, proj, out_np, gates_np,
+                 cs_np, hpre_np)
             if proj:
-                _run(lstm_project_step, t, project(hpre[ts]).numpy(), h_np, lens, out_np)
+                _run(lstm_project_step, t, project(hpre[ts]).numpy(), h_np, lens, out_np, 0, B)
     else:
         # Scratch for the compiled loop's products (the per-step path gets them from the GEMM).
         hg = empty((B, G), cdt)
         hproj_np = empty((B, P), cdt).numpy() if proj else _dummy(cdt, 2)
-        _run(lstm_forward_recurrence, x_np, _np(w_hh.t(), cdt),
-             _np(w_hr.t(), cdt) if proj else _dummy(cdt, 2), h_np, c.numpy(), lens,
-             bool(reverse), proj, bool(need_grad), out_np, gates.numpy(), cs.numpy(), hpre_np,
-             hg.numpy(), hproj_np)
+        chunks = _chunks(B, T * B * G * (P + (H if proj else 0)), SPLIT_MIN_MACS)
+        _recurrence(lstm_forward_recurrence, threaded.lstm_forward_recurrence_entry, cdt, B,
+                    chunks, lengths, lens, x_np, _np(w_hh.t(), cdt),
+                    _np(w_hr.t(), cdt) if proj else _dummy(cdt, 2), h_np, c.numpy(), lens,
+                    bool(reverse), proj, bool(need_grad), out_np, gates.numpy(), cs.numpy(),
+                    hpre_np, hg.numpy(), hproj_np)
     saved = ((gates, cs) + ((hpre,) if proj else ())) if need_grad else ()
     return _out(out, dtype), _out(h, dtype), _out(c, dtype), saved
 
@@ -183,19 +257,24 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     step_args = (go, dh.numpy(), dc.numpy(), dhp.numpy(), gates.numpy(), cs.numpy(), c0_np, lens,
                  proj, dgates.numpy())
     dht_np = dht_all.numpy() if proj else _dummy(cdt, 3)
-    if _torch_mm(B, G, P):
+    if _step_gemm(B, G, P, cdt):
         back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
         back_proj = RepeatedLinear(w_hr.to(cdt).t().contiguous(), B) if proj else None
+        step = _StepKernel(lstm_backward_step, threaded.lstm_backward_step_entry, cdt, B, B * H,
+                           lengths, lens)
         for t in _order(T, not reverse):
             if proj:
-                _run(lstm_backward_dht, t, step_args[1], go, lens, dht_np)
+                _run(lstm_backward_dht, t, step_args[1], go, lens, dht_np, 0, B)
                 dhp.copy_(back_proj(dht_all[t]))
-            _run(lstm_backward_step, t, bool(reverse), *step_args)
+            step(t, bool(reverse), *step_args)
             _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
     else:
-        _run(lstm_backward_recurrence, go, dh.numpy(), dc.numpy(), gates.numpy(), cs.numpy(),
-             c0_np, _np(w_hh, cdt), _np(w_hr, cdt) if proj else _dummy(cdt, 2), lens,
-             bool(reverse), proj, dgates.numpy(), dht_np, dhp.numpy(), empty((B, P), cdt).numpy())
+        chunks = _chunks(B, T * B * G * (P + (H if proj else 0)), SPLIT_MIN_MACS)
+        _recurrence(lstm_backward_recurrence, threaded.lstm_backward_recurrence_entry, cdt, B,
+                    chunks, lengths, lens, go, dh.numpy(), dc.numpy(), gates.numpy(),
+                    cs.numpy(), c0_np, _np(w_hh, cdt),
+                    _np(w_hr, cdt) if proj else _dummy(cdt, 2), lens, bool(reverse), proj,
+                    dgates.numpy(), dht_np, dhp.numpy(), empty((B, P), cdt).numpy())
     dw_hr = None
     if proj:
         # One GEMM over all steps instead of T small ones; dead steps have dht = 0.
@@ -210,7 +289,7 @@ def _mm_live(product, dst, t, lengths, lens, combine):
     elif lengths is None:
         dst.add_(product)
     else:
-        _run(combine, t, product.numpy(), dst.numpy(), lens)
+        _run(combine, t, product.numpy(), dst.numpy(), lens, 0, lens.shape[0])
 
 
 # ------------------------------------------------------------------------------------ GRU
@@ -228,16 +307,20 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
     hn_lin = empty((Ts, B, H), cdt)
     bias = _np(b_hn, cdt) if b_hn is not None else _np(torch.zeros(H, dtype=cdt), cdt)
     x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
-    if _torch_mm(B, H, G):
+    if _step_gemm(B, H, G, cdt):
         recurrent = RepeatedLinear(w_hh.to(cdt), B)
         h_np, out_np, gates_np, hn_np = h.numpy(), out.numpy(), gates.numpy(), hn_lin.numpy()
+        step = _StepKernel(gru_forward_step, threaded.gru_forward_step_entry, cdt, B, B * H,
+                           lengths, lens)
         for t in _order(T, reverse):
-            _run(gru_forward_step, t, t if need_grad else 0, x_np, recurrent(h).numpy(), bias,
-                 h_np, lens, out_np, gates_np, hn_np)
+            step(t, t if need_grad else 0, x_np, recurrent(h).numpy(), bias, h_np, lens, out_np,
+                 gates_np, hn_np)
     else:
-        _run(gru_forward_recurrence, x_np, _np(w_hh.t(), cdt), bias, h.numpy(), lens,
-             bool(reverse), bool(need_grad), out.numpy(), gates.numpy(), hn_lin.numpy(),
-             empty((B, G), cdt).numpy())
+        chunks = _chunks(B, T * B * G * H, SPLIT_MIN_MACS)
+        _recurrence(gru_forward_recurrence, threaded.gru_forward_recurrence_entry, cdt, B, chunks,
+                    lengths, lens, x_np, _np(w_hh.t(), cdt), bias, h.numpy(), lens,
+                    bool(reverse), bool(need_grad), out.numpy(), gates.numpy(), hn_lin.numpy(),
+                    empty((B, G), cdt).numpy())
     saved = ()
     if need_grad:
         # Half types: keep the float32 outputs so backward sees the states it computed with.
@@ -258,17 +341,21 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
     dxgates = empty((T, B, G), cdt)
     dhgates = empty((T, B, G), cdt)
     lens = _lengths(lengths, B, T)
-    if _torch_mm(B, G, H):
+    if _step_gemm(B, G, H, cdt):
         back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
         step_args = (go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np, _np(hs, cdt), lens,
                      dxgates.numpy(), dhgates.numpy())
+        step = _StepKernel(gru_backward_step, threaded.gru_backward_step_entry, cdt, B, B * H,
+                           lengths, lens)
         for t in _order(T, not reverse):
-            _run(gru_backward_step, t, bool(reverse), *step_args)
+            step(t, bool(reverse), *step_args)
             _mm_live(back(dhgates[t]), dh, t, lengths, lens, add_live_rows)
     else:
-        _run(gru_backward_recurrence, go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np,
-             _np(hs, cdt), _np(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
-             dhgates.numpy(), empty((B, H), cdt).numpy())
+        chunks = _chunks(B, T * B * G * H, SPLIT_MIN_MACS)
+        _recurrence(gru_backward_recurrence, threaded.gru_backward_recurrence_entry, cdt, B,
+                    chunks, lengths, lens, go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np,
+                    _np(hs, cdt), _np(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
+                    dhgates.numpy(), empty((B, H), cdt).numpy())
     return _out(dxgates, dtype), _out(dhgates, dtype), _out(dh, dtype)
 
 
@@ -289,14 +376,18 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
     out = empty((T, B, H), cdt)
     h = _state(h0, (B, H), cdt)
     x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
-    if _torch_mm(B, H, H):
+    if _step_gemm(B, H, H, cdt):
         recurrent = RepeatedLinear(w_hh.to(cdt), B)
         h_np, out_np = h.numpy(), out.numpy()
+        step = _StepKernel(rnn_forward_step, threaded.rnn_forward_step_entry, cdt, B, B * H,
+                           lengths, lens)
         for t in _order(T, reverse):
-            _run(rnn_forward_step, t, x_np, recurrent(h).numpy(), h_np, lens, relu, out_np)
+            step(t, x_np, recurrent(h).numpy(), h_np, lens, relu, out_np)
     else:
-        _run(rnn_forward_recurrence, x_np, _np(w_hh.t(), cdt), h.numpy(), lens, bool(reverse),
-             relu, out.numpy(), empty((B, H), cdt).numpy())
+        chunks = _chunks(B, T * B * H * H, SPLIT_MIN_MACS)
+        _recurrence(rnn_forward_recurrence, threaded.rnn_forward_recurrence_entry, cdt, B, chunks,
+                    lengths, lens, x_np, _np(w_hh.t(), cdt), h.numpy(), lens, bool(reverse), relu,
+                    out.numpy(), empty((B, H), cdt).numpy())
     # Backward needs only the outputs; half types keep the float32 ones.
     saved = (out,) if need_grad and dtype != cdt else ()
     return _out(out, dtype), _out(h, dtype), saved
@@ -313,13 +404,17 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
     hs_np = _np(hs, cdt)
     dgates = empty((T, B, H), cdt)
     lens = _lengths(lengths, B, T)
-    if _torch_mm(B, H, H):
+    if _step_gemm(B, H, H, cdt):
         back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
         dh_np, dgates_np = dh.numpy(), dgates.numpy()
+        step = _StepKernel(rnn_backward_step, threaded.rnn_backward_step_entry, cdt, B, B * H,
+                           lengths, lens)
         for t in _order(T, not reverse):
-            _run(rnn_backward_step, t, go, dh_np, hs_np, lens, relu, dgates_np)
+            step(t, go, dh_np, hs_np, lens, relu, dgates_np)
             _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
     else:
-        _run(rnn_backward_recurrence, go, dh.numpy(), hs_np, _np(w_hh, cdt), lens,
-             bool(reverse), relu, dgates.numpy(), empty((B, H), cdt).numpy())
+        chunks = _chunks(B, T * B * H * H, SPLIT_MIN_MACS)
+        _recurrence(rnn_backward_recurrence, threaded.rnn_backward_recurrence_entry, cdt, B,
+                    chunks, lengths, lens, go, dh.numpy(), hs_np, _np(w_hh, cdt), lens,
+                    bool(reverse), relu, dgates.numpy(), empty((B, H), cdt).numpy())
     return _out(dgates, dtype), _out(dh, dtype)

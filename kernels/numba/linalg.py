@@ -102,20 +102,20 @@ def matmul_into(a, b, out):
 
 
 @njit(**JIT)
-def copy_live_rows(t, src, dst, lengths):
-    """dst[b] = src[b] for sequences live at step t (dead ones keep their gradient)."""
-    B, P = dst.shape
-    for b in range(B):
+def copy_live_rows(t, src, dst, lengths, lo, hi):
+    """dst[b] = src[b] for rows lo..hi-1 live at step t (dead ones keep their gradient)."""
+    P = dst.shape[1]
+    for b in range(lo, hi):
         if t < lengths[b]:
             for p in range(P):
                 dst[b, p] = src[b, p]
 
 
 @njit(**JIT)
-def add_live_rows(t, src, dst, lengths):
-    """dst[b] += src[b] for sequences live at step t."""
-    B, P = dst.shape
-    for b in range(B):
+def add_live_rows(t, src, dst, lengths, lo, hi):
+    """dst[b] += src[b] for rows lo..hi-1 live at step t."""
+    P = dst.shape[1]
+    for b in range(lo, hi):
         if t < lengths[b]:
             for p in range(P):
                 dst[b, p] += src[b, p]

@@ -39,13 +39,12 @@ def _lstm_forward_row(H, xr, gr, sg, cb, cr, hr):
 
 
 @njit(**JIT)
-def lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre):
-    """Pointwise part of step t given hg = h_{t-1} W_hh^T (B, 4H). Updates c; updates h unless
-    proj (then hpre[ts] gets o * tanh(c) and lstm_project_step finishes the step)."""
-    B = xg.shape[1]
+def lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, lo, hi):
+    """Pointwise part of step t for rows lo..hi-1 given hg = h_{t-1} W_hh^T (B, 4H). Updates c;
+    updates h unless proj (then hpre[ts] gets o * tanh(c) and lstm_project_step finishes)."""
     H = c.shape[1]
     zero = xg.dtype.type(0)
-    for b in range(B):
+    for b in range(lo, hi):
         if t < lengths[b]:
             if proj:
                 _lstm_forward_row(H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b], hpre[ts, b])
@@ -63,11 +62,11 @@ def lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre):
 
 
 @njit(**JIT)
-def lstm_project_step(t, hproj, h, lengths, out):
-    """Given hproj = hpre[t] W_hr^T (B, P): the new h and out[t] of live sequences."""
-    B, P = h.shape
+def lstm_project_step(t, hproj, h, lengths, out, lo, hi):
+    """Given hproj = hpre[t] W_hr^T (B, P): the new h and out[t] of live rows in lo..hi-1."""
+    P = h.shape[1]
     zero = h.dtype.type(0)
-    for b in range(B):
+    for b in range(lo, hi):
         if t < lengths[b]:
             copy_row(hproj[b], out[t, b], P)
             copy_row(hproj[b], h[b], P)
@@ -77,8 +76,9 @@ def lstm_project_step(t, hproj, h, lengths, out):
 
 @njit(**JIT)
 def lstm_forward_recurrence(xg, w_hh_t, w_hr_t, h, c, lengths, reverse, proj, need_grad,
-                            out, gates, cs, hpre, hg, hproj):
-    """All T steps. h (B, P), c (B, H) hold the initial state and become h_n, c_n.
+                            out, gates, cs, hpre, hg, hproj, lo, hi):
+    """All T steps of rows lo..hi-1 (rows are independent: threads split the batch).
+    h (B, P), c (B, H) hold the initial state and become h_n, c_n.
 
     w_hh_t (P, 4H) and w_hr_t (H, P) are the transposed weights. gates (Ts, B, 4H), cs and hpre
     (Ts, B, H) receive activated gates, c_t and the unprojected h_t; Ts is T with need_grad,
@@ -88,11 +88,11 @@ def lstm_forward_recurrence(xg, w_hh_t, w_hr_t, h, c, lengths, reverse, proj, ne
     for s in range(T):
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
-        matmul_into(h, w_hh_t, hg)
-        lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre)
+        matmul_into(h[lo:hi], w_hh_t, hg[lo:hi])
+        lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, lo, hi)
         if proj:
-            matmul_into(hpre[ts], w_hr_t, hproj)
-            lstm_project_step(t, hproj, h, lengths, out)
+            matmul_into(hpre[ts, lo:hi], w_hr_t, hproj[lo:hi])
+            lstm_project_step(t, hproj, h, lengths, out, lo, hi)
 
 
 @njit(**JIT)
@@ -102,11 +102,11 @@ def _add_rows(x, y, dst, n):
 
 
 @njit(**JIT)
-def lstm_backward_dht(t, dh, grad_out, lengths, dht_all):
-    """dL/dh_t of every sequence into dht_all[t] (zero for dead steps), for the projection."""
-    B, P = dh.shape
+def lstm_backward_dht(t, dh, grad_out, lengths, dht_all, lo, hi):
+    """dL/dh_t of rows lo..hi-1 into dht_all[t] (zero for dead steps), for the projection."""
+    P = dh.shape[1]
     zero = dh.dtype.type(0)
-    for b in range(B):
+    for b in range(lo, hi):
         if t < lengths[b]:
             _add_rows(dh[b], grad_out[t, b], dht_all[t, b], P)
         else:
@@ -145,13 +145,13 @@ def _lstm_backward_row_proj(H, dpb, sg, cr, cp, dcb, dg):
 
 
 @njit(**JIT)
-def lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths, proj, dgates):
-    """Gate gradients of step t into dgates[t]; dc becomes dL/dc_{t-1}. Without proj, dL/dh_t is
-    dh + grad_out[t]; with proj it is given projected back as dhp (B, H)."""
-    B = gates.shape[1]
+def lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths, proj, dgates,
+                       lo, hi):
+    """Gate gradients of step t, rows lo..hi-1, into dgates[t]; dc becomes dL/dc_{t-1}. Without
+    proj, dL/dh_t is dh + grad_out[t]; with proj it is given projected back as dhp (B, H)."""
     H = dc.shape[1]
     zero = gates.dtype.type(0)
-    for b in range(B):
+    for b in range(lo, hi):
         if t < lengths[b]:
             # The state step t started from (see fastrnn.steps.previous_states).
             if reverse:
@@ -169,8 +169,8 @@ def lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths
 
 @njit(**JIT)
 def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh, w_hr, lengths, reverse, proj,
-                             dgates, dht_all, dhp, dh_new):
-    """All T steps, in the opposite order to forward. dh (B, P), dc (B, H) hold grad_hn,
+                             dgates, dht_all, dhp, dh_new, lo, hi):
+    """All T steps of rows lo..hi-1, in the opposite order to forward. dh (B, P), dc (B, H) hold grad_hn,
     grad_cn and become dh0, dc0. w_hh (4H, P), w_hr (P, H) untransposed. With proj, dht_all
     (T, B, P) receives dL/dh_t for dw_hr = dht_all^T hpre (one GEMM, done by the caller).
     dhp (B, H) and dh_new (B, P) are scratch."""
@@ -178,8 +178,9 @@ def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh, w_hr, length
     for s in range(T):
         t = s if reverse else T - 1 - s
         if proj:
-            lstm_backward_dht(t, dh, grad_out, lengths, dht_all)
-            matmul_into(dht_all[t], w_hr, dhp)
-        lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths, proj, dgates)
-        matmul_into(dgates[t], w_hh, dh_new)
-        copy_live_rows(t, dh_new, dh, lengths)
+            lstm_backward_dht(t, dh, grad_out, lengths, dht_all, lo, hi)
+            matmul_into(dht_all[t, lo:hi], w_hr, dhp[lo:hi])
+        lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths, proj, dgates,
+                           lo, hi)
+        matmul_into(dgates[t, lo:hi], w_hh, dh_new[lo:hi])
+        copy_live_rows(t, dh_new, dh, lengths, lo, hi)

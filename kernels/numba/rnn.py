@@ -11,11 +11,11 @@ from .linalg import copy_live_rows, matmul_into
 
 
 @njit(**JIT)
-def rnn_forward_step(t, xg, hg, h, lengths, relu, out):
-    """Pointwise part of step t given hg = h_{t-1} W_hh^T; updates h."""
-    _, B, H = xg.shape
+def rnn_forward_step(t, xg, hg, h, lengths, relu, out, lo, hi):
+    """Pointwise part of step t for rows lo..hi-1 given hg = h_{t-1} W_hh^T; updates h."""
+    H = xg.shape[2]
     zero = xg.dtype.type(0)
-    for b in range(B):
+    for b in range(lo, hi):
         ob = out[t, b]
         if t < lengths[b]:
             xr = xg[t, b]
@@ -38,22 +38,22 @@ def rnn_forward_step(t, xg, hg, h, lengths, relu, out):
 
 
 @njit(**JIT)
-def rnn_forward_recurrence(xg, w_hh_t, h, lengths, reverse, relu, out, hg):
-    """All T steps. h (B, H) holds h0 and becomes h_n; w_hh_t (H, H) transposed."""
+def rnn_forward_recurrence(xg, w_hh_t, h, lengths, reverse, relu, out, hg, lo, hi):
+    """All T steps of rows lo..hi-1 (independent rows: threads split the batch). h (B, H) holds h0 and becomes h_n; w_hh_t (H, H) transposed."""
     T = xg.shape[0]
     for s in range(T):
         t = T - 1 - s if reverse else s
-        matmul_into(h, w_hh_t, hg)
-        rnn_forward_step(t, xg, hg, h, lengths, relu, out)
+        matmul_into(h[lo:hi], w_hh_t, hg[lo:hi])
+        rnn_forward_step(t, xg, hg, h, lengths, relu, out, lo, hi)
 
 
 @njit(**JIT)
-def rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates):
-    """Gate gradients of step t from dL/dh_t = dh + grad_out[t] and the output h_t."""
-    _, B, H = hs.shape
+def rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates, lo, hi):
+    """Gate gradients of step t, rows lo..hi-1, from dL/dh_t = dh + grad_out[t] and h_t."""
+    H = hs.shape[2]
     one = hs.dtype.type(1)
     zero = hs.dtype.type(0)
-    for b in range(B):
+    for b in range(lo, hi):
         dg = dgates[t, b]
         if t < lengths[b]:
             hr = hs[t, b]
@@ -71,12 +71,13 @@ def rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates):
 
 
 @njit(**JIT)
-def rnn_backward_recurrence(grad_out, dh, hs, w_hh, lengths, reverse, relu, dgates, dh_new):
-    """All T steps, opposite order to forward. dh (B, H) holds grad_hn and becomes dh0;
+def rnn_backward_recurrence(grad_out, dh, hs, w_hh, lengths, reverse, relu, dgates, dh_new,
+                            lo, hi):
+    """All T steps of rows lo..hi-1, opposite order to forward. dh (B, H) holds grad_hn and becomes dh0;
     hs (T, B, H) are the forward outputs; dh_new (B, H) scratch."""
     T = hs.shape[0]
     for s in range(T):
         t = s if reverse else T - 1 - s
-        rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates)
-        matmul_into(dgates[t], w_hh, dh_new)
-        copy_live_rows(t, dh_new, dh, lengths)
+        rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates, lo, hi)
+        matmul_into(dgates[t, lo:hi], w_hh, dh_new[lo:hi])
+        copy_live_rows(t, dh_new, dh, lengths, lo, hi)

@@ -1,0 +1,352 @@
+"""The kernels as cfuncs that run on torch's OpenMP team, each thread taking chunks of rows.
+
+Every entry reads the words packed by team.pack (kernel arguments in the kernel's order, float32 or
+float64 arrays) and calls the kernel once per claimed chunk. Entries are module-level functions
+(Numba caches those, not closures) turned into cfuncs on first use (compiling all of them at
+import would cost seconds on a cold cache).
+"""
+
+import functools
+
+import numpy as np
+from numba import cfunc, njit, types
+
+from .gru import gru_backward_recurrence, gru_backward_step, gru_forward_recurrence, gru_forward_step
+from .lstm import (lstm_backward_recurrence, lstm_backward_step, lstm_forward_recurrence,
+                   lstm_forward_step)
+from .rnn import rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurrence, rnn_forward_step
+from .team import (FIRST_ARG, array1_words, array2_words, array3_words, bounds_words, chunk_count,
+                   claim, flag_word, float64_words, int_word, words)
+
+_SIGNATURE = types.void(types.voidptr)
+_CACHE = dict(cache=True)
+
+
+@njit(**_CACHE)
+def _by_dtype(data, body):
+    if float64_words(words(data)):
+        body(data, np.float64)
+    else:
+        body(data, np.float32)
+
+
+# ----------------------------------------------------------------------------------- LSTM
+
+
+@njit(**_CACHE)
+def _lstm_forward_recurrence(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    xg, i = array3_words(w, FIRST_ARG, dt)
+    w_hh_t, i = array2_words(w, i, dt)
+    w_hr_t, i = array2_words(w, i, dt)
+    h, i = array2_words(w, i, dt)
+    c, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    proj, i = flag_word(w, i)
+    need_grad, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    cs, i = array3_words(w, i, dt)
+    hpre, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    hproj, i = array2_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        lstm_forward_recurrence(xg, w_hh_t, w_hr_t, h, c, lengths, reverse, proj, need_grad, out,
+                                gates, cs, hpre, hg, hproj, bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def lstm_forward_recurrence_entry(data):
+    _by_dtype(data, _lstm_forward_recurrence)
+
+
+@njit(**_CACHE)
+def _lstm_forward_step(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    t, i = int_word(w, FIRST_ARG)
+    ts, i = int_word(w, i)
+    xg, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    h, i = array2_words(w, i, dt)
+    c, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    proj, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    cs, i = array3_words(w, i, dt)
+    hpre, i = array3_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, bounds[k],
+                          bounds[k + 1])
+        k = claim(data)
+
+
+def lstm_forward_step_entry(data):
+    _by_dtype(data, _lstm_forward_step)
+
+
+@njit(**_CACHE)
+def _lstm_backward_recurrence(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    grad_out, i = array3_words(w, FIRST_ARG, dt)
+    dh, i = array2_words(w, i, dt)
+    dc, i = array2_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    cs, i = array3_words(w, i, dt)
+    c0, i = array2_words(w, i, dt)
+    w_hh, i = array2_words(w, i, dt)
+    w_hr, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    proj, i = flag_word(w, i)
+    dgates, i = array3_words(w, i, dt)
+    dht_all, i = array3_words(w, i, dt)
+    dhp, i = array2_words(w, i, dt)
+    dh_new, i = array2_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh, w_hr, lengths, reverse,
+                                 proj, dgates, dht_all, dhp, dh_new, bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def lstm_backward_recurrence_entry(data):
+    _by_dtype(data, _lstm_backward_recurrence)
+
+
+@njit(**_CACHE)
+def _lstm_backward_step(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    t, i = int_word(w, FIRST_ARG)
+    reverse, i = flag_word(w, i)
+    grad_out, i = array3_words(w, i, dt)
+    dh, i = array2_words(w, i, dt)
+    dc, i = array2_words(w, i, dt)
+    dhp, i = array2_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    cs, i = array3_words(w, i, dt)
+    c0, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    proj, i = flag_word(w, i)
+    dgates, i = array3_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths, proj, dgates,
+                           bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def lstm_backward_step_entry(data):
+    _by_dtype(data, _lstm_backward_step)
+
+
+# ------------------------------------------------------------------------------------ GRU
+
+
+@njit(**_CACHE)
+def _gru_forward_recurrence(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    xg, i = array3_words(w, FIRST_ARG, dt)
+    w_hh_t, i = array2_words(w, i, dt)
+    b_hn, i = array1_words(w, i, dt)
+    h, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    need_grad, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    hn_lin, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        gru_forward_recurrence(xg, w_hh_t, b_hn, h, lengths, reverse, need_grad, out, gates,
+                               hn_lin, hg, bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def gru_forward_recurrence_entry(data):
+    _by_dtype(data, _gru_forward_recurrence)
+
+
+@njit(**_CACHE)
+def _gru_forward_step(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    t, i = int_word(w, FIRST_ARG)
+    ts, i = int_word(w, i)
+    xg, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    b_hn, i = array1_words(w, i, dt)
+    h, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    out, i = array3_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    hn_lin, i = array3_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin, bounds[k],
+                         bounds[k + 1])
+        k = claim(data)
+
+
+def gru_forward_step_entry(data):
+    _by_dtype(data, _gru_forward_step)
+
+
+@njit(**_CACHE)
+def _gru_backward_recurrence(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    grad_out, i = array3_words(w, FIRST_ARG, dt)
+    dh, i = array2_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    hn_lin, i = array3_words(w, i, dt)
+    h0, i = array2_words(w, i, dt)
+    hs, i = array3_words(w, i, dt)
+    w_hh, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    dxgates, i = array3_words(w, i, dt)
+    dhgates, i = array3_words(w, i, dt)
+    dh_new, i = array2_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        gru_backward_recurrence(grad_out, dh, gates, hn_lin, h0, hs, w_hh, lengths, reverse,
+                                dxgates, dhgates, dh_new, bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def gru_backward_recurrence_entry(data):
+    _by_dtype(data, _gru_backward_recurrence)
+
+
+@njit(**_CACHE)
+def _gru_backward_step(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    t, i = int_word(w, FIRST_ARG)
+    reverse, i = flag_word(w, i)
+    grad_out, i = array3_words(w, i, dt)
+    dh, i = array2_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    hn_lin, i = array3_words(w, i, dt)
+    h0, i = array2_words(w, i, dt)
+    hs, i = array3_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    dxgates, i = array3_words(w, i, dt)
+    dhgates, i = array3_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        gru_backward_step(t, reverse, grad_out, dh, gates, hn_lin, h0, hs, lengths, dxgates,
+                          dhgates, bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def gru_backward_step_entry(data):
+    _by_dtype(data, _gru_backward_step)
+
+
+# ------------------------------------------------------------------------------------ RNN
+
+
+@njit(**_CACHE)
+def _rnn_forward_recurrence(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    xg, i = array3_words(w, FIRST_ARG, dt)
+    w_hh_t, i = array2_words(w, i, dt)
+    h, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    relu, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        rnn_forward_recurrence(xg, w_hh_t, h, lengths, reverse, relu, out, hg, bounds[k],
+                               bounds[k + 1])
+        k = claim(data)
+
+
+def rnn_forward_recurrence_entry(data):
+    _by_dtype(data, _rnn_forward_recurrence)
+
+
+@njit(**_CACHE)
+def _rnn_forward_step(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    t, i = int_word(w, FIRST_ARG)
+    xg, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    h, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    relu, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        rnn_forward_step(t, xg, hg, h, lengths, relu, out, bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def rnn_forward_step_entry(data):
+    _by_dtype(data, _rnn_forward_step)
+
+
+@njit(**_CACHE)
+def _rnn_backward_recurrence(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    grad_out, i = array3_words(w, FIRST_ARG, dt)
+    dh, i = array2_words(w, i, dt)
+    hs, i = array3_words(w, i, dt)
+    w_hh, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    relu, i = flag_word(w, i)
+    dgates, i = array3_words(w, i, dt)
+    dh_new, i = array2_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        rnn_backward_recurrence(grad_out, dh, hs, w_hh, lengths, reverse, relu, dgates, dh_new,
+                                bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def rnn_backward_recurrence_entry(data):
+    _by_dtype(data, _rnn_backward_recurrence)
+
+
+@njit(**_CACHE)
+def _rnn_backward_step(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    t, i = int_word(w, FIRST_ARG)
+    grad_out, i = array3_words(w, i, dt)
+    dh, i = array2_words(w, i, dt)
+    hs, i = array3_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    relu, i = flag_word(w, i)
+    dgates, i = array3_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates, bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def rnn_backward_step_entry(data):
+    _by_dtype(data, _rnn_backward_step)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(entry):
+    """The cfunc of a module-level entry above (compiled, or loaded from Numba's cache, once)."""
+    return cfunc(_SIGNATURE, **_CACHE)(entry)
