@@ -1,8 +1,8 @@
 """The numba backend against fastrnn.reference at the recurrence level.
 
 Every forward output (out, h_n, c_n) and every backward return is compared with the float64
-oracle, for both per-step strategies (one compiled loop, or torch.mm per step), both directions, with and without
-variable lengths. Every buffer the launcher allocates is NaN-poisoned, so an element the kernel
+oracle, for both per-step strategies (one compiled loop, or a GEMM per step), each in one thread
+or split over torch's threads, both directions, with and without variable lengths. Every buffer the launcher allocates is NaN-poisoned, so an element the kernel
 forgets to write fails the comparison.
 """
 

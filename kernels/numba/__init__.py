@@ -2,7 +2,9 @@
 
 Only the recurrences run here; the caller does the input and weight GEMMs. Modules:
 activations (fast vectorisable sigmoid/tanh), linalg (per-step product), lstm/gru/rnn (the
-recurrences), launch (tensor conversion, allocation, strategy).
+recurrences, over a range of batch rows), team (running a compiled function on torch's OpenMP
+threads), threaded (the kernels as entries for team), launch (tensor conversion, allocation,
+strategy).
 """
 
 import torch

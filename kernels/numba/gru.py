@@ -46,9 +46,11 @@ def gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin, lo, hi
 @njit(**JIT)
 def gru_forward_recurrence(xg, w_hh_t, b_hn, h, lengths, reverse, need_grad, out, gates, hn_lin,
                            hg, lo, hi):
-    """All T steps of rows lo..hi-1 (independent rows: threads split the batch). h (B, H) holds h0 and becomes h_n. w_hh_t (H, 3H) transposed; b_hn (H,)
-    (zeros when absent). gates (Ts, B, 3H) gets r, z, n and hn_lin (Ts, B, H) gets
-    h W_hn^T + b_hn; Ts is T with need_grad, else 1. hg (B, 3H) is scratch."""
+    """All T steps of rows lo..hi-1 (rows are independent: threads split the batch).
+
+    h (B, H) holds h0 and becomes h_n. w_hh_t (H, 3H) transposed; b_hn (H,) (zeros when absent).
+    gates (Ts, B, 3H) gets r, z, n and hn_lin (Ts, B, H) gets h W_hn^T + b_hn; Ts is T with
+    need_grad, else 1. hg (B, 3H) is scratch."""
     T = xg.shape[0]
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -101,9 +103,9 @@ def gru_backward_step(t, reverse, grad_out, dh, gates, hn_lin, h0, hs, lengths, 
 @njit(**JIT)
 def gru_backward_recurrence(grad_out, dh, gates, hn_lin, h0, hs, w_hh, lengths, reverse,
                             dxgates, dhgates, dh_new, lo, hi):
-    """All T steps of rows lo..hi-1, opposite order to forward. dh (B, H) holds grad_hn and becomes dh0. hs
-    (T, B, H) are the forward outputs (the state after each live step); w_hh (3H, H)
-    untransposed; dh_new (B, H) scratch."""
+    """All T steps of rows lo..hi-1, opposite order to forward. dh (B, H) holds grad_hn and
+    becomes dh0. hs (T, B, H) are the forward outputs (the state after each live step); w_hh
+    (3H, H) untransposed; dh_new (B, H) scratch."""
     T = gates.shape[0]
     for s in range(T):
         t = s if reverse else T - 1 - s

@@ -170,8 +170,8 @@ def lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths
 @njit(**JIT)
 def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh, w_hr, lengths, reverse, proj,
                              dgates, dht_all, dhp, dh_new, lo, hi):
-    """All T steps of rows lo..hi-1, in the opposite order to forward. dh (B, P), dc (B, H) hold grad_hn,
-    grad_cn and become dh0, dc0. w_hh (4H, P), w_hr (P, H) untransposed. With proj, dht_all
+    """All T steps of rows lo..hi-1, in the opposite order to forward. dh (B, P), dc (B, H)
+    hold grad_hn, grad_cn and become dh0, dc0. w_hh (4H, P), w_hr (P, H) untransposed. With proj, dht_all
     (T, B, P) receives dL/dh_t for dw_hr = dht_all^T hpre (one GEMM, done by the caller).
     dhp (B, H) and dh_new (B, P) are scratch."""
     T = gates.shape[0]

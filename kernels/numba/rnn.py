@@ -39,7 +39,8 @@ def rnn_forward_step(t, xg, hg, h, lengths, relu, out, lo, hi):
 
 @njit(**JIT)
 def rnn_forward_recurrence(xg, w_hh_t, h, lengths, reverse, relu, out, hg, lo, hi):
-    """All T steps of rows lo..hi-1 (independent rows: threads split the batch). h (B, H) holds h0 and becomes h_n; w_hh_t (H, H) transposed."""
+    """All T steps of rows lo..hi-1 (rows are independent: threads split the batch).
+    h (B, H) holds h0 and becomes h_n; w_hh_t (H, H) transposed."""
     T = xg.shape[0]
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -73,8 +74,8 @@ def rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates, lo, hi):
 @njit(**JIT)
 def rnn_backward_recurrence(grad_out, dh, hs, w_hh, lengths, reverse, relu, dgates, dh_new,
                             lo, hi):
-    """All T steps of rows lo..hi-1, opposite order to forward. dh (B, H) holds grad_hn and becomes dh0;
-    hs (T, B, H) are the forward outputs; dh_new (B, H) scratch."""
+    """All T steps of rows lo..hi-1, opposite order to forward. dh (B, H) holds grad_hn and
+    becomes dh0; hs (T, B, H) are the forward outputs; dh_new (B, H) scratch."""
     T = hs.shape[0]
     for s in range(T):
         t = s if reverse else T - 1 - s

@@ -11,10 +11,12 @@ import functools
 import numpy as np
 from numba import cfunc, njit, types
 
-from .gru import gru_backward_recurrence, gru_backward_step, gru_forward_recurrence, gru_forward_step
+from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
+                  gru_forward_step)
 from .lstm import (lstm_backward_recurrence, lstm_backward_step, lstm_forward_recurrence,
                    lstm_forward_step)
-from .rnn import rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurrence, rnn_forward_step
+from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurrence,
+                  rnn_forward_step)
 from .team import (FIRST_ARG, array1_words, array2_words, array3_words, bounds_words, chunk_count,
                    claim, flag_word, float64_words, int_word, words)
 
