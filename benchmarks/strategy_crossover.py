@@ -8,12 +8,12 @@ medians of interleaved runs, over batch and hidden sizes around the crossover.
 """
 
 import sys
-import time
 
 import numpy as np
 import torch
 
 import fastrnn
+from fastrnn.bench import timing
 from fastrnn.kernels.numba import launch
 
 CLASSES = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn": fastrnn.RNN}
@@ -26,16 +26,11 @@ def force(strategy):
 
 
 def medians(fns, repeats=7):
-    times = [[] for _ in fns]
-    for fn in fns:
-        fn()
-        fn()
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
-    return [float(np.median(t)) * 1e3 for t in times]
+    """Milliseconds per call of each fn: medians of interleaved rounds (fastrnn.bench's timer)."""
+    samples, errors = timing.interleaved(dict(enumerate(fns)), repeats, 2, "cpu")
+    if errors:
+        raise next(iter(errors.values()))
+    return [timing.summarize(samples[i])["median_ms"] for i in range(len(fns))]
 
 
 def main(kinds):
