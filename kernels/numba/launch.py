@@ -144,8 +144,10 @@ def _bounds(B, chunks, lengths, lens):
     return team.bounds(B, chunks, None if lengths is None else lens)
 
 
-def _recurrence(kernel, entry, cdt, B, chunks, lengths, lens, *args):
-    """kernel(*args, 0, B) in this thread, or in chunks of rows on torch's OpenMP team."""
+def _recurrence(kernel, entry, cdt, B, macs, lengths, lens, *args):
+    """kernel(*args, 0, B) in this thread, or in chunks of rows on torch's OpenMP team when its
+    multiply-adds over all steps are worth a split."""
+    chunks = _chunks(B, macs, SPLIT_MIN_MACS)
     if chunks <= 1:
         return _run(kernel, *args, 0, B)
     team.run(_compiled(entry), team.pack(cdt.itemsize, _bounds(B, chunks, lengths, lens), *args))
@@ -158,10 +160,12 @@ class _StepKernel:
     once and only the arguments that changed since the last step are rewritten."""
 
     def __init__(self, kernel, entry, cdt, B, cells, lengths, lens):
-        self.kernel, self.entry, self.B = kernel, entry, B
+        self.kernel, self.B = kernel, B
         self.chunks = _chunks(B, cells, SPLIT_MIN_CELLS)
         self.float_size = cdt.itemsize
-        self.bounds = _bounds(B, self.chunks, lengths, lens) if self.chunks > 1 else None
+        if self.chunks > 1:
+            self.bounds = _bounds(B, self.chunks, lengths, lens)
+            self.entry = _compiled(entry)
         self.args = self.packed = None
 
     def __call__(self, *args):
@@ -175,7 +179,7 @@ class _StepKernel:
                 if a is not self.args[k]:
                     self.packed.set(k, a)
                     self.args[k] = a
-        team.run(_compiled(self.entry), self.packed)
+        team.run(self.entry, self.packed)
 
 
 _DUMMY = {}
@@ -224,9 +228,8 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
         # Scratch for the compiled loop's products (the per-step path gets them from the GEMM).
         hg = empty((B, G), cdt)
         hproj_np = empty((B, P), cdt).numpy() if proj else _dummy(cdt, 2)
-        chunks = _chunks(B, T * B * G * (P + (H if proj else 0)), SPLIT_MIN_MACS)
         _recurrence(lstm_forward_recurrence, threaded.lstm_forward_recurrence_entry, cdt, B,
-                    chunks, lengths, lens, x_np, _np(w_hh.t(), cdt),
+                    T * B * G * (P + (H if proj else 0)), lengths, lens, x_np, _np(w_hh.t(), cdt),
                     _np(w_hr.t(), cdt) if proj else _dummy(cdt, 2), h_np, c.numpy(), lens,
                     bool(reverse), proj, bool(need_grad), out_np, gates.numpy(), cs.numpy(),
                     hpre_np, hg.numpy(), hproj_np)
@@ -269,10 +272,9 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
             step(t, bool(reverse), *step_args)
             _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
     else:
-        chunks = _chunks(B, T * B * G * (P + (H if proj else 0)), SPLIT_MIN_MACS)
         _recurrence(lstm_backward_recurrence, threaded.lstm_backward_recurrence_entry, cdt, B,
-                    chunks, lengths, lens, go, dh.numpy(), dc.numpy(), gates.numpy(),
-                    cs.numpy(), c0_np, _np(w_hh, cdt),
+                    T * B * G * (P + (H if proj else 0)), lengths, lens, go, dh.numpy(),
+                    dc.numpy(), gates.numpy(), cs.numpy(), c0_np, _np(w_hh, cdt),
                     _np(w_hr, cdt) if proj else _dummy(cdt, 2), lens, bool(reverse), proj,
                     dgates.numpy(), dht_np, dhp.numpy(), empty((B, P), cdt).numpy())
     dw_hr = None
@@ -316,9 +318,8 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
             step(t, t if need_grad else 0, x_np, recurrent(h).numpy(), bias, h_np, lens, out_np,
                  gates_np, hn_np)
     else:
-        chunks = _chunks(B, T * B * G * H, SPLIT_MIN_MACS)
-        _recurrence(gru_forward_recurrence, threaded.gru_forward_recurrence_entry, cdt, B, chunks,
-                    lengths, lens, x_np, _np(w_hh.t(), cdt), bias, h.numpy(), lens,
+        _recurrence(gru_forward_recurrence, threaded.gru_forward_recurrence_entry, cdt, B,
+                    T * B * G * H, lengths, lens, x_np, _np(w_hh.t(), cdt), bias, h.numpy(), lens,
                     bool(reverse), bool(need_grad), out.numpy(), gates.numpy(), hn_lin.numpy(),
                     empty((B, G), cdt).numpy())
     saved = ()
@@ -351,10 +352,9 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
             step(t, bool(reverse), *step_args)
             _mm_live(back(dhgates[t]), dh, t, lengths, lens, add_live_rows)
     else:
-        chunks = _chunks(B, T * B * G * H, SPLIT_MIN_MACS)
         _recurrence(gru_backward_recurrence, threaded.gru_backward_recurrence_entry, cdt, B,
-                    chunks, lengths, lens, go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np,
-                    _np(hs, cdt), _np(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
+                    T * B * G * H, lengths, lens, go, dh.numpy(), gates.numpy(), hn_lin.numpy(),
+                    h0_np, _np(hs, cdt), _np(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
                     dhgates.numpy(), empty((B, H), cdt).numpy())
     return _out(dxgates, dtype), _out(dhgates, dtype), _out(dh, dtype)
 
@@ -384,10 +384,9 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
         for t in _order(T, reverse):
             step(t, x_np, recurrent(h).numpy(), h_np, lens, relu, out_np)
     else:
-        chunks = _chunks(B, T * B * H * H, SPLIT_MIN_MACS)
-        _recurrence(rnn_forward_recurrence, threaded.rnn_forward_recurrence_entry, cdt, B, chunks,
-                    lengths, lens, x_np, _np(w_hh.t(), cdt), h.numpy(), lens, bool(reverse), relu,
-                    out.numpy(), empty((B, H), cdt).numpy())
+        _recurrence(rnn_forward_recurrence, threaded.rnn_forward_recurrence_entry, cdt, B,
+                    T * B * H * H, lengths, lens, x_np, _np(w_hh.t(), cdt), h.numpy(), lens,
+                    bool(reverse), relu, out.numpy(), empty((B, H), cdt).numpy())
     # Backward needs only the outputs; half types keep the float32 ones.
     saved = (out,) if need_grad and dtype != cdt else ()
     return _out(out, dtype), _out(h, dtype), saved
@@ -413,8 +412,7 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
             step(t, go, dh_np, hs_np, lens, relu, dgates_np)
             _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
     else:
-        chunks = _chunks(B, T * B * H * H, SPLIT_MIN_MACS)
         _recurrence(rnn_backward_recurrence, threaded.rnn_backward_recurrence_entry, cdt, B,
-                    chunks, lengths, lens, go, dh.numpy(), hs_np, _np(w_hh, cdt), lens,
+                    T * B * H * H, lengths, lens, go, dh.numpy(), hs_np, _np(w_hh, cdt), lens,
                     bool(reverse), relu, dgates.numpy(), empty((B, H), cdt).numpy())
     return _out(dgates, dtype), _out(dh, dtype)

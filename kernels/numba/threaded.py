@@ -3,7 +3,9 @@
 Every entry reads the words packed by team.pack (kernel arguments in the kernel's order, float32 or
 float64 arrays) and calls the kernel once per claimed chunk. Entries are module-level functions
 (Numba caches those, not closures) turned into cfuncs on first use (compiling all of them at
-import would cost seconds on a cold cache).
+import would cost seconds on a cold cache). The claim loop is written out in each body: passed
+through a shared helper as an argument, the kernel becomes a "dynamic global" and Numba then
+refuses to cache the entry at all.
 """
 
 import functools
