@@ -36,10 +36,10 @@ def medians(fns, repeats=7):
 def main(kinds):
     T = 50
     for kind in kinds:
-        for B in (4, 8, 16, 32, 64):
-            for H in (64, 128, 256, 512):
+        for B in (1, 4, 8, 16, 32, 64):
+            for H in (64, 128, 256, 512, 1024):
                 macs = B * H * GATES[kind] * H
-                if not (1 << 16) <= macs <= (1 << 23):
+                if not (1 << 16) <= macs <= (1 << 25):
                     continue
                 model = CLASSES[kind](H, H, backend="numba")
                 x = torch.randn(T, B, H)

@@ -212,13 +212,14 @@ def test_bad_nonlinearity():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_into_odd_shapes(dtype):
-    # The blocked product's row (4/2/1) and k (4/8/remainder) tails, and n tails around the
-    # vector width, against a float64 product.
+    # The register-blocked product's tails against a float64 product: rows past a multiple of 4
+    # (axpy rows, k in blocks of 8 plus a remainder), columns past a multiple of 4 vectors
+    # (single-vector blocks: N = 100) and past a multiple of the vector width (scalar columns).
     from fastrnn.kernels.numba.linalg import matmul_into
     rng = np.random.default_rng(0)
-    for M in (1, 3, 5, 16):
+    for M in (1, 3, 5, 8, 16):
         for K in (1, 7, 33, 130):
-            for N in (1, 5, 67, 260):
+            for N in (1, 5, 67, 100, 260):
                 a = rng.standard_normal((M, K)).astype(dtype)
                 b = rng.standard_normal((K, N)).astype(dtype)
                 out = np.full((M, N), np.nan, dtype)

@@ -1,0 +1,122 @@
+"""Explicit SIMD vectors for Numba kernels: a vector type and four operations on it.
+
+LLVM's auto-vectoriser turns our loops into vector code, but it cannot keep a block of output
+vectors in registers across the k loop of a product (every pass loads and stores them), which
+held the compiled product at ~60-80 GFLOP/s per core. Written with these vectors, the product's
+accumulators are SSA values that stay in registers, and it runs at ~110 GFLOP/s per core on this
+project's Zen 4 machine (scratch comparison in the 2026-11-26 session note).
+
+A vector is one register wide on the host: 64 bytes with AVX-512, else 32. The width is read
+once from the host CPU; Numba's cache is keyed by the host CPU too, so a cached kernel never meets
+a different width. Loads and stores take an element offset into a C-contiguous array and need no
+alignment.
+"""
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+VECTOR_BYTES = 64 if "+avx512f" in llvm.get_host_cpu_features().flatten().split(",") else 32
+
+
+class Vec(types.Type):
+    """A register of ``dtype`` lanes (float32 or float64)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.lanes = VECTOR_BYTES * 8 // dtype.bitwidth
+        super().__init__(name=f"Vec({dtype}x{self.lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
+
+
+def _float_array(arr):
+    return (isinstance(arr, types.Array) and arr.layout == "C"
+            and arr.dtype in (types.float32, types.float64))
+
+
+def _vector_pointer(context, builder, arrty, arr, offset, vecty):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [offset]), context.get_value_type(vecty).as_pointer())
+
+
+@intrinsic
+def lanes(typingctx, arr):
+    """Elements per vector for arr's dtype (a compile-time constant)."""
+    if not _float_array(arr):
+        return None
+    n = Vec(arr.dtype).lanes
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, n)
+
+    return types.intp(arr), codegen
+
+
+@intrinsic
+def zeros(typingctx, arr):
+    """A vector of zeros of arr's dtype."""
+    if not _float_array(arr):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vt), None)
+
+    return vt(arr), codegen
+
+
+@intrinsic
+def load(typingctx, arr, offset):
+    """The vector of arr's elements offset .. offset + lanes - 1 (flat, C order)."""
+    if not _float_array(arr) or not isinstance(offset, types.Integer):
+        return None
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        ptr = _vector_pointer(context, builder, sig.args[0], args[0], args[1], vt)
+        return builder.load(ptr, align=1)
+
+    return vt(arr, offset), codegen
+
+
+@intrinsic
+def store(typingctx, arr, offset, vec):
+    """Writes vec to arr's elements offset .. offset + lanes - 1 (flat, C order)."""
+    if (not _float_array(arr) or not isinstance(offset, types.Integer)
+            or vec != Vec(arr.dtype)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[2])
+        builder.store(args[2], ptr, align=1)
+        return context.get_dummy_value()
+
+    return types.none(arr, offset, vec), codegen
+
+
+@intrinsic
+def fma(typingctx, scalar, vec, acc):
+    """acc + scalar * vec, one fused multiply-add per lane."""
+    if not isinstance(vec, Vec) or acc != vec or not isinstance(scalar, types.Number):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(sig.args[1])
+        s = context.cast(builder, args[0], sig.args[0], sig.args[1].dtype)
+        lane0 = builder.insert_element(ir.Constant(vty, ir.Undefined), s,
+                                       ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count)
+        splat = builder.shuffle_vector(lane0, ir.Constant(vty, ir.Undefined), mask)
+        name = f"llvm.fma.v{vty.count}{'f32' if vty.element == ir.FloatType() else 'f64'}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
+        return builder.call(fn, [splat, args[1], args[2]])
+
+    return vec(scalar, vec, acc), codegen
