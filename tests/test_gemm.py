@@ -40,7 +40,7 @@ def test_large_shapes_take_onednn_when_available():
 def test_module_on_onednn_sized_layer_matches_torch(kind):
     """A hidden size whose recurrent product is packed for oneDNN, end to end, all gradients."""
     H = {"lstm": 512, "gru": 592, "rnn": 1024}[kind]
-    B = 4   # with these weights (> 1 MiB), 2^22 multiply-adds per step: the per-step GEMM
+    B = 4   # weights over 1 MiB and only 4 rows: the per-step GEMM (launch._step_gemm)
     if gemm._OPS is not None and torch.backends.mkldnn.is_available():
         assert "oneDNN packed" in numba_backend.explain(kind, 3, B, H)
     check_parity(kind, "numba", torch.float32, 16, H, 3, B, form="packed_unsorted", bidirectional=True)

@@ -33,9 +33,7 @@ def poison(monkeypatch):
 def strategy(request, monkeypatch):
     """Both per-step strategies, each in one thread or with the batch split into chunks on
     torch's OpenMP team (3 chunks: more than the team has threads, and uneven for B = 7)."""
-    limit = 0 if request.param.startswith("torch_mm") else 1 << 62
-    monkeypatch.setattr(launch, "STEP_GEMM_MIN_MACS", limit)
-    monkeypatch.setattr(launch, "STEP_GEMM_MIN_MACS_LARGE_WEIGHT", limit)
+    monkeypatch.setattr(launch, "STRATEGY", "step" if request.param.startswith("torch_mm") else "loop")
     split = request.param.endswith("_split")
     monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
     monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0 if split else 1 << 62)
@@ -255,9 +253,8 @@ def test_split_without_an_openmp_runtime_runs_every_chunk_here(cell, monkeypatch
     monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0)
     monkeypatch.setattr(team, "threads", lambda: 4)
     monkeypatch.setattr(team, "_gomp_parallel", lambda: None)
-    for limit in (0, 1 << 62):          # both per-step strategies
-        monkeypatch.setattr(launch, "STEP_GEMM_MIN_MACS", limit)
-        monkeypatch.setattr(launch, "STEP_GEMM_MIN_MACS_LARGE_WEIGHT", limit)
+    for strategy in ("step", "loop"):
+        monkeypatch.setattr(launch, "STRATEGY", strategy)
         split = run(nb, cell, case, False, torch.float64)
         for name in whole:
             torch.testing.assert_close(split[name], whole[name], atol=1e-12, rtol=1e-12)
@@ -274,3 +271,16 @@ def test_pack_rejects_non_contiguous_arrays():
     a = np.zeros((4, 4), np.float32)[:, ::2]
     with pytest.raises(ValueError, match="C-contiguous"):
         team.pack(4, team.bounds(4, 2), a)
+
+
+@pytest.mark.parametrize("B,H,loop", [
+    (64, 256, True),     # W_hh 1 MiB: the compiled loop at any batch
+    (1, 256, True),
+    (16, 512, True),     # 4 MiB, 16 rows share each pass over it
+    (4, 512, False),     # 4 MiB, too few rows: the per-step GEMM
+    (64, 1024, False),   # 16 MiB: the per-step GEMM
+])
+def test_strategy_rule(B, H, loop):
+    # The measured crossover (benchmarks/results/cpu-strategy-2026-11-26.md) as launch applies it.
+    line = nb.explain("lstm", 10, B, H)
+    assert line.startswith("one compiled loop") == loop, line

@@ -1,10 +1,16 @@
 """CPU kernels in Numba: the "numba" backend (interface: see fastrnn/reference.py).
 
 Only the recurrences run here; the caller does the input and weight GEMMs. Modules:
-activations (fast vectorisable sigmoid/tanh), linalg (per-step product), lstm/gru/rnn (the
-recurrences, over a range of batch rows), team (running a compiled function on torch's OpenMP
-threads), threaded (the kernels as entries for team), launch (tensor conversion, allocation,
-strategy).
+activations (fast vectorisable sigmoid/tanh), simd (explicit vector registers), linalg (per-step
+product), lstm/gru/rnn (the recurrences, over a range of batch rows), team (running a compiled
+function on torch's OpenMP threads), threaded (the kernels as entries for team), launch (tensor
+conversion, allocation, strategy).
+
+Compiled code is cached in __pycache__ next to these files. Numba checks only the timestamp of
+the file that defines each cached function, not of the files it calls into: after editing one
+of these modules in a source checkout, delete kernels/numba/__pycache__/*.nb[ic] or the other
+modules' cached kernels keep running the old code. (Installing a release rewrites every file,
+so users never meet this.)
 """
 
 import torch

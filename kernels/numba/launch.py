@@ -22,15 +22,18 @@ from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurr
 
 _HALF = (torch.float16, torch.bfloat16)
 
-# When a Python loop over steps, each calling the GEMM helper (oneDNN or MKL, on torch's threads)
-# and a compiled pointwise update, beats one compiled loop (batch split over the same threads).
-# Measured on a 2-core AMD EPYC (benchmarks/strategy_crossover.py, results in
-# benchmarks/results/cpu-strategy-2026-11-26.md): the compiled loop is 1.1-2x faster below 2^22
-# multiply-adds per step, and up to 2^23 while the recurrent weight stays in L2 (1 MiB here);
-# beyond, the GEMM's blocking wins.
-STEP_GEMM_MIN_MACS = 1 << 23
-STEP_GEMM_MIN_MACS_LARGE_WEIGHT = 1 << 22
-LARGE_WEIGHT_BYTES = 1 << 20
+# Which strategy runs a layer: one compiled loop over all steps (batch split over torch's threads),
+# or a Python loop over steps, each calling the GEMM helper (oneDNN or MKL, on torch's threads)
+# and a compiled pointwise update. Measured on a 2-core AMD EPYC, 2 MiB L2 per core
+# (benchmarks/strategy_crossover.py, results in benchmarks/results/cpu-strategy-2026-11-26.md):
+# with the register-blocked product the loop won at every batch for W_hh up to 3 MiB (0.4-0.9x
+# the step time), and at 4 MiB once 8 or more rows share each pass over the weight; the step GEMM
+# won for 4 MiB with 1-4 rows (1.1-1.3x) and for every weight beyond (1.1-1.6x).
+# STRATEGY "loop" or "step" forces one (tests, benchmarks).
+STRATEGY = "auto"
+LOOP_ANY_BATCH_WEIGHT_BYTES = 3 << 20
+LOOP_MAX_WEIGHT_BYTES = 4 << 20
+LOOP_MIN_ROWS_LARGE_WEIGHT = 8
 
 # When the batch is split across torch's OpenMP threads (kernels/numba/team.py): a whole-sequence
 # recurrence from 2^20 multiply-adds over all steps, a per-step pointwise update from 2^12 cells
@@ -82,9 +85,12 @@ def _lengths(lengths, B, T):
 
 def _step_gemm(B, K, N, cdt):
     """Whether the per-step GEMM strategy runs this layer (else the compiled loop)."""
-    large = K * N * cdt.itemsize > LARGE_WEIGHT_BYTES
-    limit = STEP_GEMM_MIN_MACS_LARGE_WEIGHT if large else STEP_GEMM_MIN_MACS
-    return B > 0 and B * K * N >= limit
+    if STRATEGY != "auto":
+        return STRATEGY == "step" and B > 0
+    weight = K * N * cdt.itemsize
+    if weight <= LOOP_ANY_BATCH_WEIGHT_BYTES:
+        return False
+    return weight > LOOP_MAX_WEIGHT_BYTES or B < LOOP_MIN_ROWS_LARGE_WEIGHT
 
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
