@@ -8,7 +8,7 @@ from fastrnn.kernels import gemm
 from fastrnn.kernels import numba as numba_backend
 from rnn_cases import check_parity
 
-SHAPES = [(1, 64, 256), (3, 512, 2048), (64, 256, 1024), (128, 33, 7), (0, 16, 16)]
+SHAPES = [(1, 64, 256), (3, 512, 2048), (64, 256, 1024), (128, 33, 7), (1600, 16, 16), (0, 16, 16)]
 
 
 @pytest.mark.parametrize("M, K, N", SHAPES)
