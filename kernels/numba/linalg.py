@@ -18,8 +18,9 @@ def matmul_into(a, b, out):
     Register-blocked on explicit vectors (kernels/numba/simd.py): a block of 4 rows x 4 vectors
     of out is summed over all of k in 16 registers, each k loading 4 vectors of b and reading 4
     scalars of a, so the loop is bound by multiply-adds, not by memory. Columns left over take
-    4 x 1 blocks, then N % lanes scalar columns; rows left over (M % 4) take an axpy loop.
-    Blocks go column strip by column strip so a strip of b is reused by every 4 rows.
+    4 x 1 blocks, then N % lanes scalar columns; rows left over (M % 4) take axpy loops (two
+    rows, then one). Blocks go column strip by column strip so a strip of b is reused by every
+    4 rows.
     """
     M, K = a.shape
     N = b.shape[1]
@@ -35,7 +36,11 @@ def matmul_into(a, b, out):
             _block_4x1(a, b, out, m, n, K, N)
     if narrow < N:
         _columns(a, b, out, narrow, M4, K, N)
-    for m in range(M4, M):
+    m = M4
+    if m + 2 <= M:
+        _two_rows(a, b, out, m, K, N)
+        m += 2
+    if m < M:
         _row(a, b, out, m, K, N)
 
 
@@ -91,6 +96,40 @@ def _block_4x1(a, b, out, m, n, K, N):
     o = m * N + n
     simd.store(out, o, c0); simd.store(out, o + N, c1)
     simd.store(out, o + 2 * N, c2); simd.store(out, o + 3 * N, c3)
+
+
+@njit(**JIT)
+def _two_rows(a, b, out, m, K, N):
+    """out[m:m+2] = a[m:m+2] @ b, as _row with two rows sharing each pass over b."""
+    o0, o1 = out[m], out[m + 1]
+    zero = out.dtype.type(0)
+    for n in range(N):
+        o0[n] = zero
+        o1[n] = zero
+    k = 0
+    while k + 8 <= K:
+        a00, a01, a02, a03 = a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3]
+        a04, a05, a06, a07 = a[m, k + 4], a[m, k + 5], a[m, k + 6], a[m, k + 7]
+        a10, a11, a12, a13 = a[m + 1, k], a[m + 1, k + 1], a[m + 1, k + 2], a[m + 1, k + 3]
+        a14, a15, a16, a17 = a[m + 1, k + 4], a[m + 1, k + 5], a[m + 1, k + 6], a[m + 1, k + 7]
+        b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
+        b4, b5, b6, b7 = b[k + 4], b[k + 5], b[k + 6], b[k + 7]
+        for n in range(N):
+            x0 = b0[n]; x1 = b1[n]; x2 = b2[n]; x3 = b3[n]
+            x4 = b4[n]; x5 = b5[n]; x6 = b6[n]; x7 = b7[n]
+            o0[n] += (a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+                      + a04 * x4 + a05 * x5 + a06 * x6 + a07 * x7)
+            o1[n] += (a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+                      + a14 * x4 + a15 * x5 + a16 * x6 + a17 * x7)
+        k += 8
+    while k < K:
+        a0, a1 = a[m, k], a[m + 1, k]
+        bk = b[k]
+        for n in range(N):
+            bv = bk[n]
+            o0[n] += a0 * bv
+            o1[n] += a1 * bv
+        k += 1
 
 
 @njit(**JIT)

@@ -18,7 +18,17 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-VECTOR_BYTES = 64 if "+avx512f" in llvm.get_host_cpu_features().flatten().split(",") else 32
+
+def _host_vector_bytes():
+    try:
+        features = llvm.get_host_cpu_features().flatten().split(",")
+    except RuntimeError:        # LLVM cannot list this host's features: a safe common width
+        return 32
+    return 64 if "+avx512f" in features else 32
+
+
+# Other widths stay correct (LLVM splits or merges registers), only slower.
+VECTOR_BYTES = _host_vector_bytes()
 
 
 class Vec(types.Type):
