@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import backends
-from . import ops
+from . import backends, native, ops
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
@@ -112,6 +111,11 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
     _check_state("hidden[0]" if kind == "lstm" else "hidden", h0, (LD, B, P), x.dtype)
     if kind == "lstm":
         _check_state("hidden[1]", c0, (LD, B, H), x.dtype)
+        if native.takes_lstm(backend, x, h0, c0, weights, w_hr0 is not None,
+                             batch_sizes is not None, dropout, training, num_layers):
+            output, h_n, c_n = native.lstm(x, h0, c0, weights, bias, num_layers, dropout,
+                                           training, bidirectional)
+            return (output.transpose(0, 1) if batch_first else output), h_n, c_n
 
     layer_input = x
     h_n, c_n = [], []

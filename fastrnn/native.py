@@ -1,0 +1,60 @@
+"""When `auto` hands a call to torch's own implementation instead of fastrnn's kernels.
+
+torch runs float32 CPU LSTMs (no projection, not packed) through oneDNN's fused RNN primitive,
+which uses every core even for a single sequence and runs close to the machine's GEMM rate.
+fastrnn's numba backend beats it in inference only for hidden size 64 with up to 8 rows and for
+the weights that take its per-step GEMM strategy (4H x H over 4 MiB); at every other measured
+size it was 1.05-1.6x slower (benchmarks/native_lstm_crossover.py, recorded in
+benchmarks/results/cpu-native-lstm-2026-11-26.md). There `auto` calls torch, so swapping
+torch.nn.LSTM for fastrnn.LSTM never slows LSTM inference down.
+
+Everything else keeps fastrnn's kernels: training (fastrnn's backward measured 0.9-1.15x torch's
+at these sizes), GRU and RNN (torch runs them unfused: fastrnn is 1.2-10x faster), projections
+and packed input (torch leaves oneDNN for those), other dtypes, an explicit backend="numba", and
+FASTRNN_BACKEND naming a backend.
+"""
+
+import os
+
+import torch
+
+from . import backends
+
+# The hidden sizes and batches where torch's fused LSTM was faster (see the module docstring).
+_MAX_WEIGHT_BYTES = 4 << 20
+_MIN_HIDDEN = 128
+_MIN_ROWS_SMALL_HIDDEN = 16
+
+
+def _onednn_lstm(x):
+    return (x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def _tracks_grad(tensors):
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _faster(B, H):
+    return 16 * H * H <= _MAX_WEIGHT_BYTES and (H >= _MIN_HIDDEN or B >= _MIN_ROWS_SMALL_HIDDEN)
+
+
+def takes_lstm(backend, x, h0, c0, weights, projected, packed, dropout, training, num_layers):
+    """Whether this LSTM stack call (time-major x, validated) goes to torch instead."""
+    if backend != "auto" or (os.environ.get(backends.ENV_VAR) or "auto") != "auto":
+        return False
+    if projected or packed or not _onednn_lstm(x):
+        return False
+    if dropout > 0 and training and num_layers > 1:
+        return False        # dropout between layers stays fastrnn's, one RNG stream per model
+    if _tracks_grad([x, h0, c0, *weights]):
+        return False
+    H = h0.shape[-1]
+    return _faster(x.shape[1], H)
+
+
+def lstm(x, h0, c0, weights, bias, num_layers, dropout, training, bidirectional):
+    """torch's own LSTM over the whole stack: (output, h_n, c_n), time-major."""
+    output, h_n, c_n = torch._VF.lstm(x, (h0, c0), weights, bias, num_layers, dropout, training,
+                                      bidirectional, False)
+    return output, h_n, c_n
