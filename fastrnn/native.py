@@ -39,6 +39,15 @@ def _faster(B, H):
     return 16 * H * H <= _MAX_WEIGHT_BYTES and (H >= _MIN_HIDDEN or B >= _MIN_ROWS_SMALL_HIDDEN)
 
 
+def explain(kind, B, H, dtype, device):
+    """A line saying that `auto` runs torch for this layer's inference, or None."""
+    x = torch.empty(0, dtype=dtype, device=device)
+    if (kind != "lstm" or (os.environ.get(backends.ENV_VAR) or "auto") != "auto"
+            or not _onednn_lstm(x) or not _faster(B, H)):
+        return None
+    return "inference: torch's fused oneDNN LSTM (faster here, fastrnn/native.py)"
+
+
 def takes_lstm(backend, x, h0, c0, weights, projected, packed, dropout, training, num_layers):
     """Whether this LSTM stack call (time-major x, validated) goes to torch instead."""
     if backend != "auto" or (os.environ.get(backends.ENV_VAR) or "auto") != "auto":

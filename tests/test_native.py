@@ -116,3 +116,16 @@ def test_onednn_disabled_keeps_fastrnn(handoffs):
     ref, ours = _pair(128)
     with torch.backends.mkldnn.flags(enabled=False):
         _no_handoff(handoffs, ref, ours, torch.randn(4, 2, 128))
+
+
+@needs_onednn
+def test_benchmark_names_the_handoff(monkeypatch):
+    from types import SimpleNamespace
+
+    from fastrnn.bench import providers
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    size = SimpleNamespace(T=10, B=4, H=128)
+    line = providers.get("fastrnn-auto").strategy("lstm", size, torch.float32, "cpu")
+    assert line.startswith("inference: torch's fused oneDNN LSTM") and "training: one compiled" in line
+    assert "torch" not in providers.get("fastrnn-numba").strategy("lstm", size, torch.float32, "cpu")
+    assert "torch" not in providers.get("fastrnn-auto").strategy("gru", size, torch.float32, "cpu")

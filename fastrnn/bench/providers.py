@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import fastrnn
-from fastrnn import backends
+from fastrnn import backends, native
 
 
 class Runnable:
@@ -125,9 +125,12 @@ class FastrnnProvider(Provider):
         if name == "auto":
             name = backends.resolve("auto", device, dtype).NAME
         explain = getattr(backends.get(name), "explain", None)
-        if explain is None:
-            return None
-        return str(explain(kind, size.T, size.B, size.H, size.H, dtype, device))
+        line = None if explain is None else str(explain(kind, size.T, size.B, size.H, size.H,
+                                                        dtype, device))
+        handed = native.explain(kind, size.B, size.H, dtype, device) if self.backend == "auto" else None
+        if handed is not None:
+            line = f"{handed}; training: {line}"
+        return line
 
 
 REGISTRY = {}
