@@ -19,6 +19,7 @@ import os
 import torch
 
 from . import backends
+from .ops import tracks_grad
 
 # The hidden sizes and batches where torch's fused LSTM was faster (see the module docstring).
 _MAX_WEIGHT_BYTES = 4 << 20
@@ -26,44 +27,37 @@ _MIN_HIDDEN = 128
 _MIN_ROWS_SMALL_HIDDEN = 16
 
 
-def _onednn_lstm(x):
-    return (x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
-
-
-def _tracks_grad(tensors):
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
 def _faster(B, H):
     return 16 * H * H <= _MAX_WEIGHT_BYTES and (H >= _MIN_HIDDEN or B >= _MIN_ROWS_SMALL_HIDDEN)
 
 
+def _torch_is_faster(device, dtype, B, H):
+    """auto is in charge (no FASTRNN_BACKEND naming a backend), torch would run oneDNN's fused
+    LSTM for this device and dtype, and this size measured faster there."""
+    return ((os.environ.get(backends.ENV_VAR) or "auto") == "auto"
+            and torch.device(device).type == "cpu" and dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and _faster(B, H))
+
+
 def explain(kind, B, H, dtype, device):
     """A line saying that `auto` runs torch for this layer's inference, or None."""
-    x = torch.empty(0, dtype=dtype, device=device)
-    if (kind != "lstm" or (os.environ.get(backends.ENV_VAR) or "auto") != "auto"
-            or not _onednn_lstm(x) or not _faster(B, H)):
+    if kind != "lstm" or not _torch_is_faster(device, dtype, B, H):
         return None
     return "inference: torch's fused oneDNN LSTM (faster here, fastrnn/native.py)"
 
 
 def takes_lstm(backend, x, h0, c0, weights, projected, packed, dropout, training, num_layers):
     """Whether this LSTM stack call (time-major x, validated) goes to torch instead."""
-    if backend != "auto" or (os.environ.get(backends.ENV_VAR) or "auto") != "auto":
-        return False
-    if projected or packed or not _onednn_lstm(x):
-        return False
+    if backend != "auto" or projected or packed:
+        return False        # torch leaves oneDNN for projections and packed input
     if dropout > 0 and training and num_layers > 1:
         return False        # dropout between layers stays fastrnn's, one RNG stream per model
-    if _tracks_grad([x, h0, c0, *weights]):
-        return False
-    H = h0.shape[-1]
-    return _faster(x.shape[1], H)
+    return (not tracks_grad([x, h0, c0, *weights])
+            and _torch_is_faster(x.device, x.dtype, x.shape[1], h0.shape[-1]))
 
 
 def lstm(x, h0, c0, weights, bias, num_layers, dropout, training, bidirectional):
     """torch's own LSTM over the whole stack: (output, h_n, c_n), time-major."""
-    output, h_n, c_n = torch._VF.lstm(x, (h0, c0), weights, bias, num_layers, dropout, training,
-                                      bidirectional, False)
-    return output, h_n, c_n
+    return torch._VF.lstm(x, (h0, c0), weights, bias, num_layers, dropout, training,
+                          bidirectional, False)

@@ -154,14 +154,14 @@ class _InferenceContext:
 _INFERENCE = _InferenceContext()
 
 
-def _tracks_grad(tensors):
+def tracks_grad(tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend):
     """One LSTM layer and direction: (out, h_n, c_n). Differentiable when inputs need it."""
     args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend)
-    if _tracks_grad(args[:8]):
+    if tracks_grad(args[:8]):
         return LSTMFunction.apply(*args)
     return LSTMFunction.forward(_INFERENCE, *args)
 
@@ -169,7 +169,7 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend):
 def gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
     """One GRU layer and direction: (out, h_n)."""
     args = (x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend)
-    if _tracks_grad(args[:6]):
+    if tracks_grad(args[:6]):
         return GRUFunction.apply(*args)
     return GRUFunction.forward(_INFERENCE, *args)
 
@@ -177,6 +177,6 @@ def gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
 def rnn(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity, backend):
     """One Elman RNN layer and direction: (out, h_n)."""
     args = (x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity, backend)
-    if _tracks_grad(args[:6]):
+    if tracks_grad(args[:6]):
         return RNNFunction.apply(*args)
     return RNNFunction.forward(_INFERENCE, *args)

@@ -90,7 +90,7 @@ def _step_gemm(B, K, N, cdt):
     weight = K * N * cdt.itemsize
     if weight <= LOOP_ANY_BATCH_WEIGHT_BYTES:
         return False
-    return weight > LOOP_MAX_WEIGHT_BYTES or B < LOOP_MIN_ROWS_LARGE_WEIGHT
+    return B > 0 and (weight > LOOP_MAX_WEIGHT_BYTES or B < LOOP_MIN_ROWS_LARGE_WEIGHT)
 
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
