@@ -27,10 +27,10 @@ def matmul_into(a, b, out):
     L = simd.lanes(out)
     wide = N - N % (4 * L)
     narrow = N - N % L
-    for n in range(0, wide, 4 * L):
-        for m in range(0, M - M % 4, 4):
-            _block_4x4(a, b, out, m, n, K, N, L)
     M4 = M - M % 4
+    for n in range(0, wide, 4 * L):
+        for m in range(0, M4, 4):
+            _block_4x4(a, b, out, m, n, K, N, L)
     for n in range(wide, narrow, L):
         for m in range(0, M4, 4):
             _block_4x1(a, b, out, m, n, K, N)

@@ -4,7 +4,7 @@ LLVM's auto-vectoriser turns our loops into vector code, but it cannot keep a bl
 vectors in registers across the k loop of a product (every pass loads and stores them), which
 held the compiled product at ~60-80 GFLOP/s per core. Written with these vectors, the product's
 accumulators are SSA values that stay in registers, and it runs at ~110 GFLOP/s per core on this
-project's Zen 4 machine (scratch comparison in the 2026-11-26 session note).
+project's Zen 4 machine (benchmarks/product_rate.py, benchmarks/results/cpu-product-2026-11-26.md).
 
 A vector is one register wide on the host: 64 bytes with AVX-512, else 32. The width is read
 once from the host CPU; Numba's cache is keyed by the host CPU too, so a cached kernel never meets
