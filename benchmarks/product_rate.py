@@ -1,4 +1,4 @@
-"""GFLOP/s of the numba backend's per-step product (kernels/numba/linalg.matmul_into), one thread.
+"""GFLOP/s of the numba backend's per-step product (linalg.matmul_packed), one thread.
 
 The shapes are the per-thread products of the recurrences: (rows, P, G*H) forward and
 (rows, G*H, P) backward. Each is timed as a compiled loop of calls (no Python in between), the
@@ -11,22 +11,23 @@ import numpy as np
 from numba import njit
 
 from fastrnn.kernels.numba.config import JIT
-from fastrnn.kernels.numba.linalg import matmul_into
+from fastrnn.kernels.numba.linalg import matmul_packed, pack_weight
 
 SHAPES = [(1, 64, 256), (4, 64, 256), (8, 128, 512), (16, 128, 512), (32, 256, 1024),
           (32, 512, 2048), (16, 512, 128), (3, 100, 300), (4, 1024, 4096)]
 
 
-@njit(**JIT)
+# Not cached: a cached loop would keep a stale copy of the product after linalg.py changes.
+@njit(**dict(JIT, cache=False))
 def _repeat(a, b, out, reps):
     for _ in range(reps):
-        matmul_into(a, b, out)
+        matmul_packed(a, b, out, 0, out.shape[1])
 
 
 def rate(M, K, N, dtype):
     rng = np.random.default_rng(0)
     a = rng.random((M, K)).astype(dtype)
-    b = rng.random((K, N)).astype(dtype)
+    b = pack_weight(rng.random((K, N)).astype(dtype))
     out = np.empty((M, N), dtype)
     reps = max(1, int(3e7 // (M * K * N)))
     _repeat(a, b, out, 1)

@@ -1,15 +1,16 @@
-"""The numba backend's two strategies against each other, to set kernels/numba/launch.py's limits.
+"""The numba backend's three strategies against each other, to set kernels/numba/launch.py's rule.
 
-Strategy "loop": one compiled loop over all steps (batch split over torch's threads).
+Strategy "loop": one compiled loop over all steps, batch rows split over torch's threads.
+Strategy "columns": the same loop with the hidden units split over the threads instead.
 Strategy "step": a Python loop over steps, each a oneDNN/MKL GEMM plus a compiled pointwise update.
-Run: python benchmarks/strategy_crossover.py [lstm,gru,rnn]
-Prints loop time / step time (below 1: the loop is faster) for inference and training, T = 50,
-medians of interleaved runs, over batch and hidden sizes around the crossover.
+Run: python benchmarks/strategy_crossover.py [lstm,gru,rnn] [batches] [hidden sizes]
+  e.g. python benchmarks/strategy_crossover.py gru 1,2,4 256,512
+Prints milliseconds per call of each strategy for inference and training (T = 50, input size =
+H, float32, medians of 7 interleaved runs) and which was fastest.
 """
 
 import sys
 
-import numpy as np
 import torch
 
 import fastrnn
@@ -18,10 +19,7 @@ from fastrnn.kernels.numba import launch
 
 CLASSES = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn": fastrnn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-
-
-def force(strategy):
-    launch.STRATEGY = strategy
+STRATEGIES = ("loop", "columns", "step")
 
 
 def medians(fns, repeats=7):
@@ -32,39 +30,49 @@ def medians(fns, repeats=7):
     return [timing.summarize(samples[i])["median_ms"] for i in range(len(fns))]
 
 
-def main(kinds):
+def main(kinds, batches, hiddens):
     T = 50
-    for kind in kinds:
-        for B in (1, 4, 8, 16, 32, 64):
-            for H in (64, 128, 256, 512, 1024):
-                macs = B * H * GATES[kind] * H
-                if not (1 << 16) <= macs <= (1 << 25):
-                    continue
-                model = CLASSES[kind](H, H, backend="numba")
-                x = torch.randn(T, B, H)
-                xr = x.clone().requires_grad_()
+    try:
+        for kind in kinds:
+            for B in batches:
+                for H in hiddens:
+                    model = CLASSES[kind](H, H, backend="numba")
+                    x = torch.randn(T, B, H)
+                    xr = x.clone().requires_grad_()
 
-                def infer(strategy):
-                    def fn():
-                        force(strategy)
-                        with torch.no_grad():
-                            model(x)
-                    return fn
+                    def infer(strategy):
+                        def fn():
+                            launch.STRATEGY = strategy
+                            with torch.no_grad():
+                                model(x)
+                        return fn
 
-                def train(strategy):
-                    def fn():
-                        force(strategy)
-                        model(xr)[0].sum().backward()
-                    return fn
+                    def train(strategy):
+                        def fn():
+                            launch.STRATEGY = strategy
+                            model(xr)[0].sum().backward()
+                        return fn
 
-                li, si, lt, st = medians([infer("loop"), infer("step"), train("loop"),
-                                          train("step")])
-                weight_kib = H * GATES[kind] * H * 4 // 1024
-                print(f"{kind} B={B:3d} H={H:4d} MACs/step=2^{np.log2(macs):4.1f} "
-                      f"W={weight_kib:5d} KiB  loop/step inference {li / si:.2f} "
-                      f"training {lt / st:.2f}   ({li:.2f}/{si:.2f} | {lt:.2f}/{st:.2f} ms)",
-                      flush=True)
+                    inference = medians([infer(s) for s in STRATEGIES])
+                    training = medians([train(s) for s in STRATEGIES])
+                    weight_kib = H * GATES[kind] * H * 4 // 1024
+
+                    def row(times):
+                        best = STRATEGIES[min(range(3), key=times.__getitem__)]
+                        cells = " ".join(f"{s}={t:7.2f}" for s, t in zip(STRATEGIES, times))
+                        return f"{cells}  best {best:7s}"
+
+                    print(f"{kind:4s} B={B:3d} H={H:4d} W={weight_kib:5d} KiB | inference "
+                          f"{row(inference)} | training {row(training)}", flush=True)
+    finally:
+        launch.STRATEGY = "auto"
+
+
+def _ints(arg, default):
+    return [int(v) for v in arg.split(",")] if arg else default
 
 
 if __name__ == "__main__":
-    main(sys.argv[1].split(",") if len(sys.argv) > 1 else list(CLASSES))
+    args = sys.argv[1:] + [None] * 3
+    main(args[0].split(",") if args[0] else list(CLASSES), _ints(args[1], [1, 2, 4, 8, 16, 32]),
+         _ints(args[2], [64, 128, 256, 512, 1024]))

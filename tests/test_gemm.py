@@ -6,6 +6,7 @@ import torch
 
 from fastrnn.kernels import gemm
 from fastrnn.kernels import numba as numba_backend
+from fastrnn.kernels.numba import launch
 from rnn_cases import check_parity
 
 SHAPES = [(1, 64, 256), (3, 512, 2048), (64, 256, 1024), (128, 33, 7), (1600, 16, 16), (0, 16, 16)]
@@ -37,10 +38,11 @@ def test_large_shapes_take_onednn_when_available():
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-def test_module_on_onednn_sized_layer_matches_torch(kind):
+def test_module_on_onednn_sized_layer_matches_torch(kind, monkeypatch):
     """A hidden size whose recurrent product is packed for oneDNN, end to end, all gradients."""
     H = {"lstm": 512, "gru": 592, "rnn": 1024}[kind]
-    B = 4   # weights over 1 MiB and only 4 rows: the per-step GEMM (launch._step_gemm)
+    B = 4
+    monkeypatch.setattr(launch, "STRATEGY", "step")     # the per-step GEMM
     if gemm._OPS is not None and torch.backends.mkldnn.is_available():
         assert "oneDNN packed" in numba_backend.explain(kind, 3, B, H)
     check_parity(kind, "numba", torch.float32, 16, H, 3, B, form="packed_unsorted", bidirectional=True)

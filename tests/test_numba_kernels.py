@@ -2,8 +2,9 @@
 
 Every forward output (out, h_n, c_n) and every backward return is compared with the float64
 oracle, for both per-step strategies (one compiled loop, or a GEMM per step), each in one thread
-or split over torch's threads, both directions, with and without variable lengths. Every buffer the launcher allocates is NaN-poisoned, so an element the kernel
-forgets to write fails the comparison.
+or split over torch's threads (rows, or for the loop also hidden units), both directions, with
+and without variable lengths. Every buffer the launcher allocates is NaN-poisoned, so an element
+the kernel forgets to write fails the comparison.
 """
 
 import numpy as np
@@ -29,12 +30,16 @@ def poison(monkeypatch):
     monkeypatch.setattr(launch, "empty", nan_empty)
 
 
-@pytest.fixture(params=["loop", "loop_split", "torch_mm", "torch_mm_split"])
+@pytest.fixture(params=["loop", "loop_split", "columns", "torch_mm", "torch_mm_split"])
 def strategy(request, monkeypatch):
     """Both per-step strategies, each in one thread or with the batch split into chunks on
-    torch's OpenMP team (3 chunks: more than the team has threads, and uneven for B = 7)."""
-    monkeypatch.setattr(launch, "STRATEGY", "step" if request.param.startswith("torch_mm") else "loop")
-    split = request.param.endswith("_split")
+    torch's OpenMP team (3 chunks: more than the team has threads, and uneven for B = 7), and
+    the compiled loop with the hidden units split into 3 slices (more than the team has
+    threads: one thread takes two; projected LSTMs take the row split)."""
+    name = request.param
+    monkeypatch.setattr(launch, "STRATEGY", "step" if name.startswith("torch_mm") else
+                        "columns" if name == "columns" else "loop")
+    split = name.endswith("_split") or name == "columns"
     monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
     monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0 if split else 1 << 62)
     if split:
@@ -209,23 +214,41 @@ def test_bad_nonlinearity():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matmul_into_odd_shapes(dtype):
-    # The register-blocked product's tails against a float64 product: rows past a multiple of 4
-    # (axpy rows, k in blocks of 8 plus a remainder), columns past a multiple of 4 vectors
-    # (single-vector blocks: N = 100) and past a multiple of the vector width (scalar columns).
-    from fastrnn.kernels.numba.linalg import matmul_into
+def test_packed_product_odd_shapes(dtype):
+    # The register-blocked product on packed weights against a float64 product: rows past a
+    # multiple of 4 (2- and 1-row blocks, odd K for the 1-row block's two accumulators), columns
+    # past a multiple of a panel (one-vector panels, then single columns: N = 5, 67, 100, 260),
+    # and a transposed operand (the launcher packs W^T views without copying them first).
+    from fastrnn.kernels.numba.linalg import matmul_packed, pack_weight, panel_width
     rng = np.random.default_rng(0)
-    for M in (1, 3, 5, 8, 16):
+    W = panel_width(dtype)
+    for M in (1, 2, 3, 5, 6, 7, 8, 16):
         for K in (1, 7, 33, 130):
-            for N in (1, 5, 67, 100, 260):
+            for N in (1, 5, 67, 100, 260, 2 * W):
                 a = rng.standard_normal((M, K)).astype(dtype)
-                b = rng.standard_normal((K, N)).astype(dtype)
+                b = rng.standard_normal((N, K)).astype(dtype).T
                 out = np.full((M, N), np.nan, dtype)
-                matmul_into(a, b, out)
+                matmul_packed(a, pack_weight(b), out, 0, N)
                 ref = a.astype(np.float64) @ b.astype(np.float64)
                 tol = 1e-12 if dtype == np.float64 else 2e-6
                 np.testing.assert_allclose(out, ref, rtol=0, atol=tol * np.sqrt(K) * 4,
                                            err_msg=f"{M}x{K}x{N}")
+
+
+def test_pack_weight_layout():
+    # Panels of W columns (K x W row-major), then one-vector panels (K x L), then the last
+    # N % L columns one after the other.
+    from fastrnn.kernels.numba.linalg import pack_weight, panel_width
+    W = panel_width(np.float32)
+    L = W // 4
+    K, N = 3, 2 * W + L + 5
+    b = np.arange(K * N, dtype=np.float32).reshape(K, N)
+    p = pack_weight(b)
+    assert p.shape == (K * N,)
+    np.testing.assert_array_equal(p[:K * W], b[:, :W].ravel())
+    np.testing.assert_array_equal(p[K * W:2 * K * W], b[:, W:2 * W].ravel())
+    np.testing.assert_array_equal(p[2 * K * W:2 * K * W + K * L], b[:, 2 * W:2 * W + L].ravel())
+    np.testing.assert_array_equal(p[K * (2 * W + L):], b[:, 2 * W + L:].T.ravel())
 
 
 def test_team_bounds_balance_live_steps():
@@ -253,7 +276,7 @@ def test_split_without_an_openmp_runtime_runs_every_chunk_here(cell, monkeypatch
     monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0)
     monkeypatch.setattr(team, "threads", lambda: 4)
     monkeypatch.setattr(team, "_gomp_parallel", lambda: None)
-    for strategy in ("step", "loop"):
+    for strategy in ("step", "loop", "columns"):
         monkeypatch.setattr(launch, "STRATEGY", strategy)
         split = run(nb, cell, case, False, torch.float64)
         for name in whole:
@@ -273,14 +296,37 @@ def test_pack_rejects_non_contiguous_arrays():
         team.pack(4, team.bounds(4, 2), a)
 
 
-@pytest.mark.parametrize("B,H,loop", [
-    (64, 256, True),     # W_hh 1 MiB: the compiled loop at any batch
-    (1, 256, True),
-    (16, 512, True),     # 4 MiB, 16 rows share each pass over it
-    (4, 512, False),     # 4 MiB, too few rows: the per-step GEMM
-    (64, 1024, False),   # 16 MiB: the per-step GEMM
+@pytest.mark.parametrize("kind,B,H,strategy", [
+    ("lstm", 64, 256, "loop"),       # W_hh 1 MiB: the row-split loop from 3 rows
+    ("lstm", 4, 256, "loop"),
+    ("lstm", 2, 256, "columns"),     # 1-2 rows from 512 KiB: the hidden units split
+    ("gru", 1, 256, "columns"),      # 768 KiB
+    ("rnn", 1, 256, "loop"),         # 256 KiB: one row does not pay for a barrier per step
+    ("lstm", 16, 512, "columns"),    # 4 MiB, up to 16 rows: the hidden units split
+    ("lstm", 32, 512, "loop"),       # 4 MiB, 32 rows share each pass over it
+    ("gru", 16, 1024, "columns"),    # 12 MiB
+    ("lstm", 64, 1024, "step"),      # 16 MiB, many rows: the per-step GEMM
 ])
-def test_strategy_rule(B, H, loop):
-    # The measured crossover (benchmarks/results/cpu-strategy-2026-11-26.md) as launch applies it.
-    line = nb.explain("lstm", 10, B, H)
-    assert line.startswith("one compiled loop") == loop, line
+def test_strategy_rule(kind, B, H, strategy):
+    # The measured crossover (benchmarks/results/cpu-strategy-2026-11-26-intel.md) as launch applies
+    # it, on a machine with 2 threads for torch.
+    if team.threads() < 2:
+        pytest.skip("the hidden-unit split needs 2 threads")
+    line = nb.explain(kind, 10, B, H)
+    expected = {"loop": "one compiled loop", "columns": "hidden units split",
+                "step": "per step:"}[strategy]
+    assert expected in line and (strategy != "loop" or "hidden" not in line), line
+
+
+def test_projected_lstm_never_splits_hidden_units(monkeypatch):
+    monkeypatch.setattr(launch, "STRATEGY", "columns")
+    assert launch._strategy(1, 256, 1024, torch.float32, proj=True) == "loop"
+    monkeypatch.setattr(launch, "STRATEGY", "auto")
+    assert launch._strategy(1, 512, 2048, torch.float32, proj=True) != "columns"
+
+
+def test_one_thread_never_splits_hidden_units(monkeypatch):
+    monkeypatch.setattr(team, "threads", lambda: 1)
+    assert launch._strategy(1, 512, 2048, torch.float32) != "columns"
+
+

@@ -7,22 +7,25 @@ from numba import njit
 
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import add_live_rows, fill_row, matmul_into
+from .linalg import add_live_rows, copy_row, fill_row, matmul_packed, slice_offset
+from .team import barrier
 
 
 @njit(**JIT)
-def _gru_forward_row(H, xr, gr, b_hn, hb, sg, hl, ob):
-    """One sequence's step (pointwise loops per row: see linalg.py); hb becomes h_t."""
+def _gru_forward_row(n, H, xr, gr, b_hn, hp, sg, hl, ob, hb):
+    """n hidden units of one sequence's step (pointwise loops per row: see linalg.py) from the
+    previous state hp; h_t goes to ob and hb (hb may be hp). Gate k of unit j is at k * H + j
+    in xr, gr and sg (views starting at the first unit)."""
     one = xr.dtype.type(1)
-    for j in range(H):
+    for j in range(n):
         r = sigmoid(xr[j] + gr[j])
         z = sigmoid(xr[H + j] + gr[H + j])
         hn = gr[2 * H + j] + b_hn[j]
-        n = tanh(xr[2 * H + j] + r * hn)
-        hnew = (one - z) * n + z * hb[j]
+        nj = tanh(xr[2 * H + j] + r * hn)
+        hnew = (one - z) * nj + z * hp[j]
         sg[j] = r
         sg[H + j] = z
-        sg[2 * H + j] = n
+        sg[2 * H + j] = nj
         hl[j] = hn
         ob[j] = hnew
         hb[j] = hnew
@@ -35,8 +38,8 @@ def gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin, lo, hi
     zero = xg.dtype.type(0)
     for b in range(lo, hi):
         if t < lengths[b]:
-            _gru_forward_row(H, xg[t, b], hg[b], b_hn, h[b], gates[ts, b], hn_lin[ts, b],
-                             out[t, b])
+            _gru_forward_row(H, H, xg[t, b], hg[b], b_hn, h[b], gates[ts, b], hn_lin[ts, b],
+                             out[t, b], h[b])
         else:
             fill_row(gates[ts, b], 3 * H, zero)
             fill_row(hn_lin[ts, b], H, zero)
@@ -44,19 +47,50 @@ def gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin, lo, hi
 
 
 @njit(**JIT)
-def gru_forward_recurrence(xg, w_hh_t, b_hn, h, lengths, reverse, need_grad, out, gates, hn_lin,
+def gru_forward_recurrence(xg, w_hh_tp, b_hn, h, lengths, reverse, need_grad, out, gates, hn_lin,
                            hg, lo, hi):
     """All T steps of rows lo..hi-1 (rows are independent: threads split the batch).
 
-    h (B, H) holds h0 and becomes h_n. w_hh_t (H, 3H) transposed; b_hn (H,) (zeros when absent).
-    gates (Ts, B, 3H) gets r, z, n and hn_lin (Ts, B, H) gets h W_hn^T + b_hn; Ts is T with
-    need_grad, else 1. hg (B, 3H) is scratch."""
+    h (B, H) holds h0 and becomes h_n. w_hh_tp: W_hh^T (H, 3H) packed by linalg.pack_weight;
+    b_hn (H,) (zeros when absent). gates (Ts, B, 3H) gets r, z, n and hn_lin (Ts, B, H) gets
+    h W_hn^T + b_hn; Ts is T with need_grad, else 1. hg (B, 3H) is scratch."""
     T = xg.shape[0]
     for s in range(T):
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
-        matmul_into(h[lo:hi], w_hh_t, hg[lo:hi])
+        matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1])
         gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin, lo, hi)
+
+
+@njit(**JIT)
+def _previous_h(t, reverse, hs, h0, lengths, b):
+    """The state step t of row b started from (see fastrnn.steps.previous_states)."""
+    if reverse:
+        return hs[t + 1, b] if t + 1 < lengths[b] else h0[b]
+    return hs[t - 1, b] if t > 0 else h0[b]
+
+
+@njit(**JIT)
+def _gru_backward_row(n, H, dhb, gb, sg, hl, hp, dx, dg):
+    """Gate gradients of n hidden units of one sequence, dL/dh_t = dhb + gb; dhb becomes
+    dL/dh_t * z (the caller adds the product). Views start at the first unit, as in
+    _gru_forward_row."""
+    one = sg.dtype.type(1)
+    for j in range(n):
+        r = sg[j]
+        z = sg[H + j]
+        nj = sg[2 * H + j]
+        dht = dhb[j] + gb[j]
+        dn = dht * (one - z) * (one - nj * nj)
+        dz = dht * (hp[j] - nj) * z * (one - z)
+        dr = dn * hl[j] * r * (one - r)
+        dx[j] = dr
+        dx[H + j] = dz
+        dx[2 * H + j] = dn
+        dg[j] = dr
+        dg[H + j] = dz
+        dg[2 * H + j] = dn * r
+        dhb[j] = dht * z
 
 
 @njit(**JIT)
@@ -65,51 +99,100 @@ def gru_backward_step(t, reverse, grad_out, dh, gates, hn_lin, h0, hs, lengths, 
     """Gate gradients of step t, rows lo..hi-1; dh of live rows becomes dL/dh_t * z, to which
     the caller adds dhgates[t] @ W_hh (add_live_rows)."""
     H = dh.shape[1]
-    one = gates.dtype.type(1)
     zero = gates.dtype.type(0)
     for b in range(lo, hi):
         dx = dxgates[t, b]
         dg = dhgates[t, b]
         if t < lengths[b]:
-            if reverse:
-                hp = hs[t + 1, b] if t + 1 < lengths[b] else h0[b]
-            else:
-                hp = hs[t - 1, b] if t > 0 else h0[b]
-            sg = gates[t, b]
-            hl = hn_lin[t, b]
-            gb = grad_out[t, b]
-            dhb = dh[b]
-            for j in range(H):
-                r = sg[j]
-                z = sg[H + j]
-                n = sg[2 * H + j]
-                dht = dhb[j] + gb[j]
-                dn = dht * (one - z) * (one - n * n)
-                dz = dht * (hp[j] - n) * z * (one - z)
-                dr = dn * hl[j] * r * (one - r)
-                dx[j] = dr
-                dx[H + j] = dz
-                dx[2 * H + j] = dn
-                dg[j] = dr
-                dg[H + j] = dz
-                dg[2 * H + j] = dn * r
-                dhb[j] = dht * z          # the matmul part is added below
+            hp = _previous_h(t, reverse, hs, h0, lengths, b)
+            _gru_backward_row(H, H, dh[b], grad_out[t, b], gates[t, b], hn_lin[t, b], hp, dx, dg)
         else:
-            for j in range(3 * H):
-                dx[j] = zero
-                dg[j] = zero
+            fill_row(dx, 3 * H, zero)
+            fill_row(dg, 3 * H, zero)
 
 
 @njit(**JIT)
-def gru_backward_recurrence(grad_out, dh, gates, hn_lin, h0, hs, w_hh, lengths, reverse,
+def gru_backward_recurrence(grad_out, dh, gates, hn_lin, h0, hs, w_hh_p, lengths, reverse,
                             dxgates, dhgates, dh_new, lo, hi):
     """All T steps of rows lo..hi-1, opposite order to forward. dh (B, H) holds grad_hn and
-    becomes dh0. hs (T, B, H) are the forward outputs (the state after each live step); w_hh
-    (3H, H) untransposed; dh_new (B, H) scratch."""
+    becomes dh0. hs (T, B, H) are the forward outputs (the state after each live step); w_hh_p:
+    W_hh (3H, H) packed by linalg.pack_weight; dh_new (B, H) scratch."""
     T = gates.shape[0]
     for s in range(T):
         t = s if reverse else T - 1 - s
         gru_backward_step(t, reverse, grad_out, dh, gates, hn_lin, h0, hs, lengths, dxgates,
                           dhgates, lo, hi)
-        matmul_into(dhgates[t, lo:hi], w_hh, dh_new[lo:hi])
+        matmul_packed(dhgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1])
         add_live_rows(t, dh_new, dh, lengths, lo, hi)
+
+
+# Small batches: the hidden units split over threads, as lstm_forward_columns (see lstm.py).
+
+
+@njit(**JIT)
+def gru_forward_columns(data, tid, size, xg, w_parts, jb, b_hn, lengths, reverse, need_grad, out,
+                        gates, hn_lin, hbuf, hg):
+    """All T steps of all rows, thread tid of size taking the slices of hidden units jb[k] ..
+    jb[k+1]-1 for k = tid, tid + size, ... hbuf (2, B, H): hbuf[0] holds h0, hbuf[T % 2] gets
+    h_n. w_parts: W_hh^T packed by linalg.pack_weight_slices(., 3, jb). gates, hn_lin as in
+    gru_forward_recurrence; hg (B, 3H) scratch, each thread writing its own columns."""
+    T, B = xg.shape[0], xg.shape[1]
+    H = hbuf.shape[2]
+    zero = xg.dtype.type(0)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        ts = t if need_grad else 0
+        cur = hbuf[s % 2]
+        nxt = hbuf[(s + 1) % 2]
+        for k in range(tid, jb.shape[0] - 1, size):
+            j0, j1 = jb[k], jb[k + 1]
+            n = j1 - j0
+            for g in range(3):
+                matmul_packed(cur, w_parts[slice_offset(H, 3, j0, j1, g):], hg, g * H + j0, n)
+            for b in range(B):
+                if t < lengths[b]:
+                    _gru_forward_row(n, H, xg[t, b, j0:], hg[b, j0:], b_hn[j0:], cur[b, j0:],
+                                     gates[ts, b, j0:], hn_lin[ts, b, j0:], out[t, b, j0:],
+                                     nxt[b, j0:])
+                else:
+                    copy_row(cur[b, j0:], nxt[b, j0:], n)
+                    for g in range(3):
+                        fill_row(gates[ts, b, g * H + j0:], n, zero)
+                    fill_row(hn_lin[ts, b, j0:], n, zero)
+                    fill_row(out[t, b, j0:], n, zero)
+        barrier(data, size)
+
+
+@njit(**JIT)
+def gru_backward_columns(data, tid, size, grad_out, dh, gates, hn_lin, h0, hs, w_parts, jb,
+                         lengths, reverse, dxgates, dhgates, dh_new):
+    """gru_backward_recurrence with the hidden units split as in gru_forward_columns: gate
+    gradients of each thread's units, a barrier, then its units' columns of the product.
+    w_parts: W_hh (3H, H) packed by linalg.pack_weight_slices(., 1, jb)."""
+    T, B = gates.shape[0], gates.shape[1]
+    H = dh.shape[1]
+    zero = gates.dtype.type(0)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for k in range(tid, jb.shape[0] - 1, size):
+            j0, j1 = jb[k], jb[k + 1]
+            n = j1 - j0
+            for b in range(B):
+                if t < lengths[b]:
+                    hp = _previous_h(t, reverse, hs, h0, lengths, b)
+                    _gru_backward_row(n, H, dh[b, j0:], grad_out[t, b, j0:], gates[t, b, j0:],
+                                      hn_lin[t, b, j0:], hp[j0:], dxgates[t, b, j0:],
+                                      dhgates[t, b, j0:])
+                else:
+                    for g in range(3):
+                        fill_row(dxgates[t, b, g * H + j0:], n, zero)
+                        fill_row(dhgates[t, b, g * H + j0:], n, zero)
+        barrier(data, size)
+        for k in range(tid, jb.shape[0] - 1, size):
+            j0, j1 = jb[k], jb[k + 1]
+            n = j1 - j0
+            matmul_packed(dhgates[t], w_parts[slice_offset(3 * H, 1, j0, j1, 0):], dh_new, j0, n)
+            for b in range(B):
+                if t < lengths[b]:
+                    for j in range(j0, j1):
+                        dh[b, j] += dh_new[b, j]

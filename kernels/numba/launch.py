@@ -14,7 +14,7 @@ from ..gemm import RepeatedLinear, packs
 from . import team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
-from .linalg import add_live_rows, copy_live_rows
+from .linalg import add_live_rows, copy_live_rows, pack_weight, pack_weight_slices, panel_width
 from .lstm import (lstm_backward_dht, lstm_backward_recurrence, lstm_backward_step,
                    lstm_forward_recurrence, lstm_forward_step, lstm_project_step)
 from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurrence,
@@ -22,15 +22,26 @@ from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurr
 
 _HALF = (torch.float16, torch.bfloat16)
 
-# Which strategy runs a layer: one compiled loop over all steps (batch split over torch's threads),
-# or a Python loop over steps, each calling the GEMM helper (oneDNN or MKL, on torch's threads)
-# and a compiled pointwise update. Measured on a 2-core AMD EPYC, 2 MiB L2 per core
-# (benchmarks/strategy_crossover.py, results in benchmarks/results/cpu-strategy-2026-11-26.md):
-# with the register-blocked product the loop won at every batch for W_hh up to 3 MiB (0.4-0.9x
-# the step time), and at 4 MiB once 8 or more rows share each pass over the weight; the step GEMM
-# won for 4 MiB with 1-4 rows (1.1-1.3x) and for every weight beyond (1.1-1.6x).
-# STRATEGY "loop" or "step" forces one (tests, benchmarks).
+# Which strategy runs a layer:
+#   "loop"    one compiled loop over all steps, the batch rows split over torch's threads;
+#   "columns" the same loop with the hidden units split over the threads instead (each thread
+#             computes its units' gate columns for every row, one barrier per step): a thread
+#             reads only its share of W_hh each step, and a small batch still uses every core;
+#   "step"    a Python loop over steps, each calling the GEMM helper (oneDNN or MKL, on torch's
+#             threads) and a compiled pointwise update.
+# Measured (benchmarks/strategy_crossover.py; benchmarks/results/cpu-strategy-2026-11-26-intel.md) on
+# a 2-core Intel Xeon (2 MiB L2 per core) with the packed product, T = 50, LSTM/GRU/RNN:
+# "columns" won from 3 MiB of W_hh up to 16 rows (1.1-1.9x the loop, 1.0-1.7x the step GEMM)
+# and from 512 KiB at 1-2 rows (1.05-1.25x); it lost to the loop below that (up to 0.7x). The
+# row-split loop won up to 3 MiB at any batch (and 4 MiB from 8 rows), also on the 2-core AMD
+# EPYC this rule was first measured on; the step GEMM wins beyond that.
+# STRATEGY "loop", "columns" or "step" forces one (tests, benchmarks); projected LSTMs have no
+# "columns" kernel and take the loop instead.
 STRATEGY = "auto"
+COLUMNS_MIN_WEIGHT_BYTES = 3 << 20
+COLUMNS_MAX_ROWS = 16
+COLUMNS_FEW_ROWS = 2
+COLUMNS_FEW_ROWS_MIN_WEIGHT_BYTES = 512 << 10
 LOOP_ANY_BATCH_WEIGHT_BYTES = 3 << 20
 LOOP_MAX_WEIGHT_BYTES = 4 << 20
 LOOP_MIN_ROWS_LARGE_WEIGHT = 8
@@ -60,6 +71,16 @@ def _np(t, cdt):
     return t.contiguous().numpy()
 
 
+def _np_view(t, cdt):
+    """A numpy view with t's strides (a copy only to change the dtype)."""
+    return t.detach().to(cdt).numpy()
+
+
+def _packed(w, cdt):
+    """w (K, N), any strides, as the compiled product's right operand (linalg.pack_weight)."""
+    return pack_weight(_np_view(w, cdt))
+
+
 def _state(init, shape, cdt):
     """A fresh compute-dtype buffer holding init (or zeros when init is None)."""
     buf = empty(shape, cdt)
@@ -83,14 +104,32 @@ def _lengths(lengths, B, T):
     return lengths.detach().to("cpu", torch.int64).contiguous().numpy()
 
 
-def _step_gemm(B, K, N, cdt):
-    """Whether the per-step GEMM strategy runs this layer (else the compiled loop)."""
+def _strategy(B, K, N, cdt, proj=False):
+    """"loop", "columns" or "step" for a recurrence whose per-step product is (B, K) x (K, N)
+    (see STRATEGY)."""
+    columns = not proj and team.threads() > 1
     if STRATEGY != "auto":
-        return STRATEGY == "step" and B > 0
+        return "loop" if B < 1 or (STRATEGY == "columns" and not columns) else STRATEGY
     weight = K * N * cdt.itemsize
+    if B < 1:
+        return "loop"
+    if columns and ((weight >= COLUMNS_MIN_WEIGHT_BYTES and B <= COLUMNS_MAX_ROWS) or
+                    (weight >= COLUMNS_FEW_ROWS_MIN_WEIGHT_BYTES and B <= COLUMNS_FEW_ROWS)):
+        return "columns"
     if weight <= LOOP_ANY_BATCH_WEIGHT_BYTES:
-        return False
-    return B > 0 and (weight > LOOP_MAX_WEIGHT_BYTES or B < LOOP_MIN_ROWS_LARGE_WEIGHT)
+        return "loop"
+    if weight <= LOOP_MAX_WEIGHT_BYTES and B >= LOOP_MIN_ROWS_LARGE_WEIGHT:
+        return "loop"
+    return "step"
+
+
+def _hidden_slices(H, cdt):
+    """Bounds of one slice of hidden units per thread, whole vectors each (the last takes the
+    rest)."""
+    parts = team.threads()
+    lanes = panel_width(np.float64 if cdt == torch.float64 else np.float32) // 4
+    per = -(-H // (parts * lanes)) * lanes
+    return np.minimum(np.arange(parts + 1, dtype=np.int64) * per, H)
 
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -101,7 +140,12 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
     P = P or H
     G = _GATES[kind] * H
     cdt = _compute_dtype(dtype)
-    if not _step_gemm(B, P, G, cdt):
+    strategy = _strategy(B, P, G, cdt, P != H)
+    if strategy == "columns":
+        threads = len(_hidden_slices(H, cdt)) - 1
+        return (f"one compiled loop over {T} steps (product {B}x{P}x{G} per step), hidden units "
+                f"split over {threads} threads")
+    if strategy == "loop":
         chunks = _chunks(B, T * B * P * G, SPLIT_MIN_MACS)
         split = f", batch split over {chunks} threads" if chunks > 1 else ""
         return f"one compiled loop over {T} steps (product {B}x{P}x{G} per step){split}"
@@ -218,7 +262,8 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
     hpre = empty((Ts, B, H), cdt) if proj else None
     x_np, lens, h_np, out_np = _np(xg, cdt), _lengths(lengths, B, T), h.numpy(), out.numpy()
     hpre_np = hpre.numpy() if proj else _dummy(cdt, 3)
-    if _step_gemm(B, P, G, cdt):
+    strategy = _strategy(B, P, G, cdt, proj)
+    if strategy == "step":
         recurrent = RepeatedLinear(w_hh.to(cdt), B)
         project = RepeatedLinear(w_hr.to(cdt), B) if proj else None
         c_np, gates_np, cs_np = c.numpy(), gates.numpy(), cs.numpy()
@@ -230,15 +275,24 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
                  cs_np, hpre_np)
             if proj:
                 _run(lstm_project_step, t, project(hpre[ts]).numpy(), h_np, lens, out_np, 0, B)
+    elif strategy == "columns":
+        hbuf = empty((2, B, H), cdt)
+        hbuf[0].copy_(h)
+        slices = _hidden_slices(H, cdt)
+        team.run(_compiled(threaded.lstm_forward_columns_entry), team.pack(
+            cdt.itemsize, slices, x_np, pack_weight_slices(_np_view(w_hh.t(), cdt), 4, slices),
+            c.numpy(), lens, bool(reverse), bool(need_grad), out_np, gates.numpy(), cs.numpy(),
+            hbuf.numpy(), empty((B, G), cdt).numpy()))
+        h.copy_(hbuf[T % 2])
     else:
         # Scratch for the compiled loop's products (the per-step path gets them from the GEMM).
         hg = empty((B, G), cdt)
         hproj_np = empty((B, P), cdt).numpy() if proj else _dummy(cdt, 2)
         _recurrence(lstm_forward_recurrence, threaded.lstm_forward_recurrence_entry, cdt, B,
-                    T * B * G * (P + (H if proj else 0)), lengths, lens, x_np, _np(w_hh.t(), cdt),
-                    _np(w_hr.t(), cdt) if proj else _dummy(cdt, 2), h_np, c.numpy(), lens,
-                    bool(reverse), proj, bool(need_grad), out_np, gates.numpy(), cs.numpy(),
-                    hpre_np, hg.numpy(), hproj_np)
+                    T * B * G * (P + (H if proj else 0)), lengths, lens, x_np,
+                    _packed(w_hh.t(), cdt), _packed(w_hr.t(), cdt) if proj else _dummy(cdt, 1),
+                    h_np, c.numpy(), lens, bool(reverse), proj, bool(need_grad), out_np,
+                    gates.numpy(), cs.numpy(), hpre_np, hg.numpy(), hproj_np)
     saved = ((gates, cs) + ((hpre,) if proj else ())) if need_grad else ()
     return _out(out, dtype), _out(h, dtype), _out(c, dtype), saved
 
@@ -266,7 +320,8 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     step_args = (go, dh.numpy(), dc.numpy(), dhp.numpy(), gates.numpy(), cs.numpy(), c0_np, lens,
                  proj, dgates.numpy())
     dht_np = dht_all.numpy() if proj else _dummy(cdt, 3)
-    if _step_gemm(B, G, P, cdt):
+    strategy = _strategy(B, G, P, cdt, proj)
+    if strategy == "step":
         back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
         back_proj = RepeatedLinear(w_hr.to(cdt).t().contiguous(), B) if proj else None
         step = _StepKernel(lstm_backward_step, threaded.lstm_backward_step_entry, cdt, B, B * H,
@@ -277,11 +332,17 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
                 dhp.copy_(back_proj(dht_all[t]))
             step(t, bool(reverse), *step_args)
             _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
+    elif strategy == "columns":
+        slices = _hidden_slices(H, cdt)
+        team.run(_compiled(threaded.lstm_backward_columns_entry), team.pack(
+            cdt.itemsize, slices, go, dh.numpy(), dc.numpy(), gates.numpy(), cs.numpy(), c0_np,
+            pack_weight_slices(_np_view(w_hh, cdt), 1, slices), lens, bool(reverse),
+            dgates.numpy(), empty((B, P), cdt).numpy()))
     else:
         _recurrence(lstm_backward_recurrence, threaded.lstm_backward_recurrence_entry, cdt, B,
                     T * B * G * (P + (H if proj else 0)), lengths, lens, go, dh.numpy(),
-                    dc.numpy(), gates.numpy(), cs.numpy(), c0_np, _np(w_hh, cdt),
-                    _np(w_hr, cdt) if proj else _dummy(cdt, 2), lens, bool(reverse), proj,
+                    dc.numpy(), gates.numpy(), cs.numpy(), c0_np, _packed(w_hh, cdt),
+                    _packed(w_hr, cdt) if proj else _dummy(cdt, 1), lens, bool(reverse), proj,
                     dgates.numpy(), dht_np, dhp.numpy(), empty((B, P), cdt).numpy())
     dw_hr = None
     if proj:
@@ -315,7 +376,8 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
     hn_lin = empty((Ts, B, H), cdt)
     bias = _np(b_hn, cdt) if b_hn is not None else _np(torch.zeros(H, dtype=cdt), cdt)
     x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
-    if _step_gemm(B, H, G, cdt):
+    strategy = _strategy(B, H, G, cdt)
+    if strategy == "step":
         recurrent = RepeatedLinear(w_hh.to(cdt), B)
         h_np, out_np, gates_np, hn_np = h.numpy(), out.numpy(), gates.numpy(), hn_lin.numpy()
         step = _StepKernel(gru_forward_step, threaded.gru_forward_step_entry, cdt, B, B * H,
@@ -323,11 +385,20 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
         for t in _order(T, reverse):
             step(t, t if need_grad else 0, x_np, recurrent(h).numpy(), bias, h_np, lens, out_np,
                  gates_np, hn_np)
+    elif strategy == "columns":
+        hbuf = empty((2, B, H), cdt)
+        hbuf[0].copy_(h)
+        slices = _hidden_slices(H, cdt)
+        team.run(_compiled(threaded.gru_forward_columns_entry), team.pack(
+            cdt.itemsize, slices, x_np, pack_weight_slices(_np_view(w_hh.t(), cdt), 3, slices),
+            bias, lens, bool(reverse), bool(need_grad), out.numpy(), gates.numpy(),
+            hn_lin.numpy(), hbuf.numpy(), empty((B, G), cdt).numpy()))
+        h.copy_(hbuf[T % 2])
     else:
         _recurrence(gru_forward_recurrence, threaded.gru_forward_recurrence_entry, cdt, B,
-                    T * B * G * H, lengths, lens, x_np, _np(w_hh.t(), cdt), bias, h.numpy(), lens,
-                    bool(reverse), bool(need_grad), out.numpy(), gates.numpy(), hn_lin.numpy(),
-                    empty((B, G), cdt).numpy())
+                    T * B * G * H, lengths, lens, x_np, _packed(w_hh.t(), cdt), bias, h.numpy(),
+                    lens, bool(reverse), bool(need_grad), out.numpy(), gates.numpy(),
+                    hn_lin.numpy(), empty((B, G), cdt).numpy())
     saved = ()
     if need_grad:
         # Half types: keep the float32 outputs so backward sees the states it computed with.
@@ -348,7 +419,8 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
     dxgates = empty((T, B, G), cdt)
     dhgates = empty((T, B, G), cdt)
     lens = _lengths(lengths, B, T)
-    if _step_gemm(B, G, H, cdt):
+    strategy = _strategy(B, G, H, cdt)
+    if strategy == "step":
         back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
         step_args = (go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np, _np(hs, cdt), lens,
                      dxgates.numpy(), dhgates.numpy())
@@ -357,10 +429,16 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
         for t in _order(T, not reverse):
             step(t, bool(reverse), *step_args)
             _mm_live(back(dhgates[t]), dh, t, lengths, lens, add_live_rows)
+    elif strategy == "columns":
+        slices = _hidden_slices(H, cdt)
+        team.run(_compiled(threaded.gru_backward_columns_entry), team.pack(
+            cdt.itemsize, slices, go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np,
+            _np(hs, cdt), pack_weight_slices(_np_view(w_hh, cdt), 1, slices), lens,
+            bool(reverse), dxgates.numpy(), dhgates.numpy(), empty((B, H), cdt).numpy()))
     else:
         _recurrence(gru_backward_recurrence, threaded.gru_backward_recurrence_entry, cdt, B,
                     T * B * G * H, lengths, lens, go, dh.numpy(), gates.numpy(), hn_lin.numpy(),
-                    h0_np, _np(hs, cdt), _np(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
+                    h0_np, _np(hs, cdt), _packed(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
                     dhgates.numpy(), empty((B, H), cdt).numpy())
     return _out(dxgates, dtype), _out(dhgates, dtype), _out(dh, dtype)
 
@@ -382,16 +460,25 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
     out = empty((T, B, H), cdt)
     h = _state(h0, (B, H), cdt)
     x_np, lens = _np(xg, cdt), _lengths(lengths, B, T)
-    if _step_gemm(B, H, H, cdt):
+    strategy = _strategy(B, H, H, cdt)
+    if strategy == "step":
         recurrent = RepeatedLinear(w_hh.to(cdt), B)
         h_np, out_np = h.numpy(), out.numpy()
         step = _StepKernel(rnn_forward_step, threaded.rnn_forward_step_entry, cdt, B, B * H,
                            lengths, lens)
         for t in _order(T, reverse):
             step(t, x_np, recurrent(h).numpy(), h_np, lens, relu, out_np)
+    elif strategy == "columns":
+        hbuf = empty((2, B, H), cdt)
+        hbuf[0].copy_(h)
+        slices = _hidden_slices(H, cdt)
+        team.run(_compiled(threaded.rnn_forward_columns_entry), team.pack(
+            cdt.itemsize, slices, x_np, pack_weight_slices(_np_view(w_hh.t(), cdt), 1, slices),
+            lens, bool(reverse), relu, out.numpy(), hbuf.numpy(), empty((B, H), cdt).numpy()))
+        h.copy_(hbuf[T % 2])
     else:
         _recurrence(rnn_forward_recurrence, threaded.rnn_forward_recurrence_entry, cdt, B,
-                    T * B * H * H, lengths, lens, x_np, _np(w_hh.t(), cdt), h.numpy(), lens,
+                    T * B * H * H, lengths, lens, x_np, _packed(w_hh.t(), cdt), h.numpy(), lens,
                     bool(reverse), relu, out.numpy(), empty((B, H), cdt).numpy())
     # Backward needs only the outputs; half types keep the float32 ones.
     saved = (out,) if need_grad and dtype != cdt else ()
@@ -409,7 +496,8 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
     hs_np = _np(hs, cdt)
     dgates = empty((T, B, H), cdt)
     lens = _lengths(lengths, B, T)
-    if _step_gemm(B, H, H, cdt):
+    strategy = _strategy(B, H, H, cdt)
+    if strategy == "step":
         back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
         dh_np, dgates_np = dh.numpy(), dgates.numpy()
         step = _StepKernel(rnn_backward_step, threaded.rnn_backward_step_entry, cdt, B, B * H,
@@ -417,8 +505,14 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
         for t in _order(T, not reverse):
             step(t, go, dh_np, hs_np, lens, relu, dgates_np)
             _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
+    elif strategy == "columns":
+        slices = _hidden_slices(H, cdt)
+        team.run(_compiled(threaded.rnn_backward_columns_entry), team.pack(
+            cdt.itemsize, slices, go, dh.numpy(), hs_np,
+            pack_weight_slices(_np_view(w_hh, cdt), 1, slices), lens, bool(reverse), relu,
+            dgates.numpy(), empty((B, H), cdt).numpy()))
     else:
         _recurrence(rnn_backward_recurrence, threaded.rnn_backward_recurrence_entry, cdt, B,
-                    T * B * H * H, lengths, lens, go, dh.numpy(), hs_np, _np(w_hh, cdt), lens,
+                    T * B * H * H, lengths, lens, go, dh.numpy(), hs_np, _packed(w_hh, cdt), lens,
                     bool(reverse), relu, dgates.numpy(), empty((B, H), cdt).numpy())
     return _out(dgates, dtype), _out(dh, dtype)

@@ -3,60 +3,119 @@
 Large products go through the GEMM helper (oneDNN or MKL, on torch's threads) from the launcher
 instead. SciPy's OpenBLAS (np.dot) is not used: it keeps its own thread pool, which fights
 torch's OpenMP threads for the 2 cores and was measured several times slower than either alone.
+
+The weight is the same at every step, so the launcher packs it once per call (pack_weight) into
+column panels: each panel is 4 vectors wide and holds all K rows contiguously, so the product
+streams it front to back. Read straight from a (K, N) matrix, a panel is K short pieces 4N bytes
+apart: the prefetchers lose the stream and, N being a power of two, every piece falls in the
+same few L1 sets. Packed, the product ran 1.4-2.5x faster on an Intel Xeon whenever the weight
+outgrew L1 (benchmarks/product_rate.py, benchmarks/results/cpu-product-2026-11-26-intel.md).
 """
 
+import numpy as np
 from numba import njit
 
 from . import simd
 from .config import JIT
 
 
-@njit(**JIT)
-def matmul_into(a, b, out):
-    """out = a @ b for C-contiguous a (M, K), b (K, N) of one dtype.
+def panel_width(dtype):
+    """Columns per panel: 4 vectors of dtype."""
+    return 4 * simd.VECTOR_BYTES // np.dtype(dtype).itemsize
 
-    Register-blocked on explicit vectors (kernels/numba/simd.py): a block of 4 rows x 4 vectors
-    of out is summed over all of k in 16 registers, each k loading 4 vectors of b and reading 4
-    scalars of a, so the loop is bound by multiply-adds, not by memory. Columns left over take
-    4 x 1 blocks, then N % lanes scalar columns; rows left over (M % 4) take axpy loops (two
-    rows, then one). Blocks go column strip by column strip so a strip of b is reused by every
-    4 rows.
+
+def pack_weight(b):
+    """b (K, N), float32 or float64, any strides (e.g. a transposed view), as the flat packed
+    array the product reads: N // W panels of K x W (W = panel_width: 4 vectors), then panels
+    one vector wide (K x lanes) for the columns left, then the last N % lanes columns one after
+    the other (each K long, so the product reads them as contiguous dot products)."""
+    K, N = b.shape
+    W = panel_width(b.dtype)
+    L = W // 4
+    wide = N - N % W
+    narrow = N - N % L
+    out = np.empty(K * N, b.dtype)
+    # Splitting b's column axis into (panel, column) is a view whatever b's strides, so each
+    # part is copied once.
+    for n0, n1, w in ((0, wide, W), (wide, narrow, L)):
+        panels = b[:, n0:n1].reshape(K, (n1 - n0) // w, w).transpose(1, 0, 2)
+        out[K * n0:K * n1].reshape((n1 - n0) // w, K, w)[...] = panels
+    out[K * narrow:].reshape(N - narrow, K)[...] = b[:, narrow:].T
+    return out
+
+
+def pack_weight_slices(b, groups, bounds):
+    """b (K, groups * n) whose columns are `groups` blocks of n (gates of n hidden units), as
+    one flat array holding, for each slice k of the hidden units (bounds[k] .. bounds[k+1]-1),
+    the slice's columns of every group, each packed by pack_weight. Slice k's group g starts at
+    K * (groups * bounds[k] + g * (bounds[k+1] - bounds[k])) (see slice_offset)."""
+    K = b.shape[0]
+    n = b.shape[1] // groups
+    out = np.empty(b.shape[0] * b.shape[1], b.dtype)
+    for k in range(len(bounds) - 1):
+        j0, j1 = int(bounds[k]), int(bounds[k + 1])
+        for g in range(groups):
+            o = slice_offset(K, groups, j0, j1, g)
+            out[o:o + K * (j1 - j0)] = pack_weight(b[:, g * n + j0:g * n + j1])
+    return out
+
+
+@njit(inline="always")
+def slice_offset(K, groups, j0, j1, g):
+    """Where pack_weight_slices put group g of the slice j0 .. j1-1."""
+    return K * (groups * j0 + g * (j1 - j0))
+
+
+@njit(**JIT)
+def matmul_packed(a, bp, out, n0, N):
+    """out[:, n0:n0+N] = a @ b for C-contiguous a (M, K) and out (M, >= n0 + N), b (K, N) packed
+    by pack_weight.
+
+    Register-blocked on explicit vectors (kernels/numba/simd.py): a block of 4 rows x 1 panel of
+    out is summed over all of k in 16 registers, each k loading the panel's 4 vectors and reading
+    4 scalars of a, so the loop is bound by multiply-adds, not by memory. The rows past a multiple
+    of 4 take 2- and 1-row blocks; the columns past the last full panel take one-vector panels,
+    then dot products. Panel by panel, so each panel is reused by every row while it is in cache.
     """
     M, K = a.shape
-    N = b.shape[1]
+    ld = out.shape[1]
     L = simd.lanes(out)
-    wide = N - N % (4 * L)
+    W = 4 * L
+    wide = N - N % W
     narrow = N - N % L
     M4 = M - M % 4
-    for n in range(0, wide, 4 * L):
+    for n in range(0, wide, W):
+        base = n * K            # the panel's first element
         for m in range(0, M4, 4):
-            _block_4x4(a, b, out, m, n, K, N, L)
+            _block_4(a, bp, out, m, n0 + n, base, K, ld, L)
+        m = M4
+        if m + 2 <= M:
+            _block_2(a, bp, out, m, n0 + n, base, K, ld, L)
+            m += 2
+        if m < M:
+            _block_1(a, bp, out, m, n0 + n, base, K, ld, L)
     for n in range(wide, narrow, L):
-        for m in range(0, M4, 4):
-            _block_4x1(a, b, out, m, n, K, N)
-    if narrow < N:
-        _columns(a, b, out, narrow, M4, K, N)
-    m = M4
-    if m + 2 <= M:
-        _two_rows(a, b, out, m, K, N)
-        m += 2
-    if m < M:
-        _row(a, b, out, m, K, N)
+        for m in range(M):
+            _vector(a, bp, out, m, n0 + n, n * K, K, ld, L)
+    for n in range(narrow, N):
+        for m in range(M):
+            out[m, n0 + n] = _dot(a, bp, m, n * K, K, L)
 
 
 @njit(**JIT)
-def _block_4x4(a, b, out, m, n, K, N, L):
-    """out[m:m+4, n:n+4L] = a[m:m+4] @ b[:, n:n+4L]."""
+def _block_4(a, bp, out, m, n, base, K, N, L):
+    """out[m:m+4, n:n+4L] from the panel at bp[base:]."""
     c00 = simd.zeros(out); c01 = simd.zeros(out); c02 = simd.zeros(out); c03 = simd.zeros(out)
     c10 = simd.zeros(out); c11 = simd.zeros(out); c12 = simd.zeros(out); c13 = simd.zeros(out)
     c20 = simd.zeros(out); c21 = simd.zeros(out); c22 = simd.zeros(out); c23 = simd.zeros(out)
     c30 = simd.zeros(out); c31 = simd.zeros(out); c32 = simd.zeros(out); c33 = simd.zeros(out)
+    o = base
     for k in range(K):
-        o = k * N + n
-        b0 = simd.load(b, o)
-        b1 = simd.load(b, o + L)
-        b2 = simd.load(b, o + 2 * L)
-        b3 = simd.load(b, o + 3 * L)
+        b0 = simd.load(bp, o)
+        b1 = simd.load(bp, o + L)
+        b2 = simd.load(bp, o + 2 * L)
+        b3 = simd.load(bp, o + 3 * L)
+        o += 4 * L
         s = a[m, k]
         c00 = simd.fma(s, b0, c00); c01 = simd.fma(s, b1, c01)
         c02 = simd.fma(s, b2, c02); c03 = simd.fma(s, b3, c03)
@@ -84,93 +143,97 @@ def _block_4x4(a, b, out, m, n, K, N, L):
 
 
 @njit(**JIT)
-def _block_4x1(a, b, out, m, n, K, N):
-    """out[m:m+4, n:n+L] = a[m:m+4] @ b[:, n:n+L]."""
-    c0 = simd.zeros(out); c1 = simd.zeros(out); c2 = simd.zeros(out); c3 = simd.zeros(out)
+def _block_2(a, bp, out, m, n, base, K, N, L):
+    """out[m:m+2, n:n+4L]: 8 accumulators, enough independent chains to keep the FMA units busy."""
+    c00 = simd.zeros(out); c01 = simd.zeros(out); c02 = simd.zeros(out); c03 = simd.zeros(out)
+    c10 = simd.zeros(out); c11 = simd.zeros(out); c12 = simd.zeros(out); c13 = simd.zeros(out)
+    o = base
     for k in range(K):
-        bk = simd.load(b, k * N + n)
-        c0 = simd.fma(a[m, k], bk, c0)
-        c1 = simd.fma(a[m + 1, k], bk, c1)
-        c2 = simd.fma(a[m + 2, k], bk, c2)
-        c3 = simd.fma(a[m + 3, k], bk, c3)
+        b0 = simd.load(bp, o)
+        b1 = simd.load(bp, o + L)
+        b2 = simd.load(bp, o + 2 * L)
+        b3 = simd.load(bp, o + 3 * L)
+        o += 4 * L
+        s = a[m, k]
+        c00 = simd.fma(s, b0, c00); c01 = simd.fma(s, b1, c01)
+        c02 = simd.fma(s, b2, c02); c03 = simd.fma(s, b3, c03)
+        s = a[m + 1, k]
+        c10 = simd.fma(s, b0, c10); c11 = simd.fma(s, b1, c11)
+        c12 = simd.fma(s, b2, c12); c13 = simd.fma(s, b3, c13)
     o = m * N + n
-    simd.store(out, o, c0); simd.store(out, o + N, c1)
-    simd.store(out, o + 2 * N, c2); simd.store(out, o + 3 * N, c3)
+    simd.store(out, o, c00); simd.store(out, o + L, c01)
+    simd.store(out, o + 2 * L, c02); simd.store(out, o + 3 * L, c03)
+    o += N
+    simd.store(out, o, c10); simd.store(out, o + L, c11)
+    simd.store(out, o + 2 * L, c12); simd.store(out, o + 3 * L, c13)
 
 
 @njit(**JIT)
-def _two_rows(a, b, out, m, K, N):
-    """out[m:m+2] = a[m:m+2] @ b, as _row with two rows sharing each pass over b."""
-    o0, o1 = out[m], out[m + 1]
-    zero = out.dtype.type(0)
-    for n in range(N):
-        o0[n] = zero
-        o1[n] = zero
+def _block_1(a, bp, out, m, n, base, K, N, L):
+    """out[m, n:n+4L]: even and odd k in separate accumulators (8 chains, as _block_2)."""
+    e0 = simd.zeros(out); e1 = simd.zeros(out); e2 = simd.zeros(out); e3 = simd.zeros(out)
+    d0 = simd.zeros(out); d1 = simd.zeros(out); d2 = simd.zeros(out); d3 = simd.zeros(out)
+    o = base
     k = 0
-    while k + 8 <= K:
-        a00, a01, a02, a03 = a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3]
-        a04, a05, a06, a07 = a[m, k + 4], a[m, k + 5], a[m, k + 6], a[m, k + 7]
-        a10, a11, a12, a13 = a[m + 1, k], a[m + 1, k + 1], a[m + 1, k + 2], a[m + 1, k + 3]
-        a14, a15, a16, a17 = a[m + 1, k + 4], a[m + 1, k + 5], a[m + 1, k + 6], a[m + 1, k + 7]
-        b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
-        b4, b5, b6, b7 = b[k + 4], b[k + 5], b[k + 6], b[k + 7]
-        for n in range(N):
-            x0 = b0[n]; x1 = b1[n]; x2 = b2[n]; x3 = b3[n]
-            x4 = b4[n]; x5 = b5[n]; x6 = b6[n]; x7 = b7[n]
-            o0[n] += (a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
-                      + a04 * x4 + a05 * x5 + a06 * x6 + a07 * x7)
-            o1[n] += (a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
-                      + a14 * x4 + a15 * x5 + a16 * x6 + a17 * x7)
-        k += 8
-    while k < K:
-        a0, a1 = a[m, k], a[m + 1, k]
-        bk = b[k]
-        for n in range(N):
-            bv = bk[n]
-            o0[n] += a0 * bv
-            o1[n] += a1 * bv
-        k += 1
+    while k + 2 <= K:
+        s = a[m, k]
+        e0 = simd.fma(s, simd.load(bp, o), e0)
+        e1 = simd.fma(s, simd.load(bp, o + L), e1)
+        e2 = simd.fma(s, simd.load(bp, o + 2 * L), e2)
+        e3 = simd.fma(s, simd.load(bp, o + 3 * L), e3)
+        s = a[m, k + 1]
+        d0 = simd.fma(s, simd.load(bp, o + 4 * L), d0)
+        d1 = simd.fma(s, simd.load(bp, o + 5 * L), d1)
+        d2 = simd.fma(s, simd.load(bp, o + 6 * L), d2)
+        d3 = simd.fma(s, simd.load(bp, o + 7 * L), d3)
+        o += 8 * L
+        k += 2
+    if k < K:
+        s = a[m, k]
+        e0 = simd.fma(s, simd.load(bp, o), e0)
+        e1 = simd.fma(s, simd.load(bp, o + L), e1)
+        e2 = simd.fma(s, simd.load(bp, o + 2 * L), e2)
+        e3 = simd.fma(s, simd.load(bp, o + 3 * L), e3)
+    o = m * N + n
+    simd.store(out, o, simd.add(e0, d0)); simd.store(out, o + L, simd.add(e1, d1))
+    simd.store(out, o + 2 * L, simd.add(e2, d2)); simd.store(out, o + 3 * L, simd.add(e3, d3))
 
 
 @njit(**JIT)
-def _row(a, b, out, m, K, N):
-    """out[m] = a[m] @ b, as rank-1 updates in blocks of 8 (a single row has no reuse to block
-    for in registers; walking b row by row keeps its loads sequential)."""
-    om = out[m]
-    zero = out.dtype.type(0)
-    for n in range(N):
-        om[n] = zero
+def _vector(a, bp, out, m, n, base, K, N, L):
+    """out[m, n:n+L] from the one-vector panel at bp[base:]: four k at a time in four
+    accumulators (independent chains)."""
+    c0 = simd.zeros(out); c1 = simd.zeros(out); c2 = simd.zeros(out); c3 = simd.zeros(out)
+    o = base
     k = 0
-    while k + 8 <= K:
-        a0, a1, a2, a3 = a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3]
-        a4, a5, a6, a7 = a[m, k + 4], a[m, k + 5], a[m, k + 6], a[m, k + 7]
-        b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
-        b4, b5, b6, b7 = b[k + 4], b[k + 5], b[k + 6], b[k + 7]
-        for n in range(N):
-            om[n] += (a0 * b0[n] + a1 * b1[n] + a2 * b2[n] + a3 * b3[n]
-                      + a4 * b4[n] + a5 * b5[n] + a6 * b6[n] + a7 * b7[n])
-        k += 8
+    while k + 4 <= K:
+        c0 = simd.fma(a[m, k], simd.load(bp, o), c0)
+        c1 = simd.fma(a[m, k + 1], simd.load(bp, o + L), c1)
+        c2 = simd.fma(a[m, k + 2], simd.load(bp, o + 2 * L), c2)
+        c3 = simd.fma(a[m, k + 3], simd.load(bp, o + 3 * L), c3)
+        o += 4 * L
+        k += 4
     while k < K:
-        av = a[m, k]
-        bk = b[k]
-        for n in range(N):
-            om[n] += av * bk[n]
+        c0 = simd.fma(a[m, k], simd.load(bp, o), c0)
+        o += L
         k += 1
+    simd.store(out, m * N + n, simd.add(simd.add(c0, c1), simd.add(c2, c3)))
 
 
 @njit(**JIT)
-def _columns(a, b, out, n0, M, K, N):
-    """out[:M, n0:] = a[:M] @ b[:, n0:] for the last N - n0 (< lanes) columns."""
-    zero = out.dtype.type(0)
-    for m in range(M):
-        om = out[m]
-        for n in range(n0, N):
-            om[n] = zero
-        for k in range(K):
-            s = a[m, k]
-            bk = b[k]
-            for n in range(n0, N):
-                om[n] += s * bk[n]
+def _dot(a, bp, m, base, K, L):
+    """a[m] . bp[base:base+K] (one of the last columns, stored contiguously)."""
+    acc = simd.zeros(bp)
+    o = m * K
+    k = 0
+    while k + L <= K:
+        acc = simd.fma(simd.load(a, o + k), simd.load(bp, base + k), acc)
+        k += L
+    total = simd.total(acc)
+    while k < K:
+        total += a[m, k] * bp[base + k]
+        k += 1
+    return total
 
 
 @njit(**JIT)

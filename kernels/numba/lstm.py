@@ -14,16 +14,18 @@ from numba import njit
 
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import copy_live_rows, copy_row, fill_row, matmul_into
+from .linalg import copy_live_rows, copy_row, fill_row, matmul_packed, slice_offset
+from .team import barrier
 
 
 # Pointwise loops live in small per-row functions (1-D rows in, no batch index); see linalg.py.
 
 
 @njit(**JIT)
-def _lstm_forward_row(H, xr, gr, sg, cb, cr, hr):
-    """Gates of one sequence into sg, c_t into cb and cr, o * tanh(c_t) into hr."""
-    for j in range(H):
+def _lstm_forward_row(n, H, xr, gr, sg, cb, cr, hr):
+    """Gates of n hidden units of one sequence into sg, c_t into cb and cr, o * tanh(c_t) into
+    hr. Gate k of unit j is at k * H + j in xr, gr and sg (views starting at the first unit)."""
+    for j in range(n):
         ig = sigmoid(xr[j] + gr[j])
         fg = sigmoid(xr[H + j] + gr[H + j])
         gg = tanh(xr[2 * H + j] + gr[2 * H + j])
@@ -47,10 +49,11 @@ def lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, 
     for b in range(lo, hi):
         if t < lengths[b]:
             if proj:
-                _lstm_forward_row(H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b], hpre[ts, b])
+                _lstm_forward_row(H, H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b],
+                                  hpre[ts, b])
             else:
                 ob = out[t, b]
-                _lstm_forward_row(H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b], ob)
+                _lstm_forward_row(H, H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b], ob)
                 copy_row(ob, h[b], H)
         else:
             fill_row(gates[ts, b], 4 * H, zero)
@@ -75,12 +78,13 @@ def lstm_project_step(t, hproj, h, lengths, out, lo, hi):
 
 
 @njit(**JIT)
-def lstm_forward_recurrence(xg, w_hh_t, w_hr_t, h, c, lengths, reverse, proj, need_grad,
+def lstm_forward_recurrence(xg, w_hh_tp, w_hr_tp, h, c, lengths, reverse, proj, need_grad,
                             out, gates, cs, hpre, hg, hproj, lo, hi):
     """All T steps of rows lo..hi-1 (rows are independent: threads split the batch).
     h (B, P), c (B, H) hold the initial state and become h_n, c_n.
 
-    w_hh_t (P, 4H) and w_hr_t (H, P) are the transposed weights. gates (Ts, B, 4H), cs and hpre
+    w_hh_tp and w_hr_tp are the transposed weights W_hh^T (P, 4H) and W_hr^T (H, P) packed by
+    linalg.pack_weight. gates (Ts, B, 4H), cs and hpre
     (Ts, B, H) receive activated gates, c_t and the unprojected h_t; Ts is T with need_grad,
     else 1 (scratch reused every step). hg (B, 4H) and hproj (B, P) are scratch.
     """
@@ -88,10 +92,10 @@ def lstm_forward_recurrence(xg, w_hh_t, w_hr_t, h, c, lengths, reverse, proj, ne
     for s in range(T):
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
-        matmul_into(h[lo:hi], w_hh_t, hg[lo:hi])
+        matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1])
         lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, lo, hi)
         if proj:
-            matmul_into(hpre[ts, lo:hi], w_hr_t, hproj[lo:hi])
+            matmul_packed(hpre[ts, lo:hi], w_hr_tp, hproj[lo:hi], 0, hproj.shape[1])
             lstm_project_step(t, hproj, h, lengths, out, lo, hi)
 
 
@@ -131,9 +135,10 @@ def _lstm_backward_cell(j, H, dhpj, sg, cr, cp, dcb, dg):
 
 
 @njit(**JIT)
-def _lstm_backward_row(H, dhr, gr, sg, cr, cp, dcb, dg):
-    """Gate gradients of one sequence, dL/dh_t = dhr + gr; dcb becomes dL/dc_{t-1}."""
-    for j in range(H):
+def _lstm_backward_row(n, H, dhr, gr, sg, cr, cp, dcb, dg):
+    """Gate gradients of n hidden units of one sequence, dL/dh_t = dhr + gr; dcb becomes
+    dL/dc_{t-1}. Views start at the first unit, as in _lstm_forward_row."""
+    for j in range(n):
         _lstm_backward_cell(j, H, dhr[j] + gr[j], sg, cr, cp, dcb, dg)
 
 
@@ -145,6 +150,14 @@ def _lstm_backward_row_proj(H, dpb, sg, cr, cp, dcb, dg):
 
 
 @njit(**JIT)
+def _previous_c(t, reverse, cs, c0, lengths, b):
+    """The cell state step t of row b started from (see fastrnn.steps.previous_states)."""
+    if reverse:
+        return cs[t + 1, b] if t + 1 < lengths[b] else c0[b]
+    return cs[t - 1, b] if t > 0 else c0[b]
+
+
+@njit(**JIT)
 def lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths, proj, dgates,
                        lo, hi):
     """Gate gradients of step t, rows lo..hi-1, into dgates[t]; dc becomes dL/dc_{t-1}. Without
@@ -153,25 +166,22 @@ def lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths
     zero = gates.dtype.type(0)
     for b in range(lo, hi):
         if t < lengths[b]:
-            # The state step t started from (see fastrnn.steps.previous_states).
-            if reverse:
-                cp = cs[t + 1, b] if t + 1 < lengths[b] else c0[b]
-            else:
-                cp = cs[t - 1, b] if t > 0 else c0[b]
+            cp = _previous_c(t, reverse, cs, c0, lengths, b)
             if proj:
                 _lstm_backward_row_proj(H, dhp[b], gates[t, b], cs[t, b], cp, dc[b], dgates[t, b])
             else:
-                _lstm_backward_row(H, dh[b], grad_out[t, b], gates[t, b], cs[t, b], cp, dc[b],
-                                   dgates[t, b])
+                _lstm_backward_row(H, H, dh[b], grad_out[t, b], gates[t, b], cs[t, b], cp,
+                                   dc[b], dgates[t, b])
         else:
             fill_row(dgates[t, b], 4 * H, zero)
 
 
 @njit(**JIT)
-def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh, w_hr, lengths, reverse, proj,
+def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh_p, w_hr_p, lengths, reverse, proj,
                              dgates, dht_all, dhp, dh_new, lo, hi):
     """All T steps of rows lo..hi-1, in the opposite order to forward. dh (B, P), dc (B, H)
-    hold grad_hn, grad_cn and become dh0, dc0. w_hh (4H, P), w_hr (P, H) untransposed. With proj, dht_all
+    hold grad_hn, grad_cn and become dh0, dc0. w_hh_p, w_hr_p: W_hh (4H, P) and W_hr (P, H)
+    packed by linalg.pack_weight. With proj, dht_all
     (T, B, P) receives dL/dh_t for dw_hr = dht_all^T hpre (one GEMM, done by the caller).
     dhp (B, H) and dh_new (B, P) are scratch."""
     T = gates.shape[0]
@@ -179,8 +189,81 @@ def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh, w_hr, length
         t = s if reverse else T - 1 - s
         if proj:
             lstm_backward_dht(t, dh, grad_out, lengths, dht_all, lo, hi)
-            matmul_into(dht_all[t, lo:hi], w_hr, dhp[lo:hi])
+            matmul_packed(dht_all[t, lo:hi], w_hr_p, dhp[lo:hi], 0, dhp.shape[1])
         lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths, proj, dgates,
                            lo, hi)
-        matmul_into(dgates[t, lo:hi], w_hh, dh_new[lo:hi])
+        matmul_packed(dgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1])
         copy_live_rows(t, dh_new, dh, lengths, lo, hi)
+
+
+# Small batches: the threads split the hidden units instead of the rows. Each thread computes the
+# gate columns of its slices of units for every row, and all of them read the whole previous
+# state, so each step ends with a barrier (kernels/numba/team.py). Without projection only.
+
+
+@njit(**JIT)
+def lstm_forward_columns(data, tid, size, xg, w_parts, jb, c, lengths, reverse, need_grad, out,
+                         gates, cs, hbuf, hg):
+    """All T steps of all rows; thread tid of size takes the slices of hidden units jb[k] ..
+    jb[k+1]-1 for k = tid, tid + size, ... hbuf (2, B, H): hbuf[0] holds h0, hbuf[T % 2] gets
+    h_n (double-buffered: a step reads one while writing the other). c (B, H) holds c0 and becomes
+    c_n. w_parts: W_hh^T packed by linalg.pack_weight_slices(., 4, jb). gates, cs as in
+    lstm_forward_recurrence; hg (B, 4H) scratch, each thread writing its own columns."""
+    T, B = xg.shape[0], xg.shape[1]
+    H = c.shape[1]
+    zero = xg.dtype.type(0)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        ts = t if need_grad else 0
+        cur = hbuf[s % 2]
+        nxt = hbuf[(s + 1) % 2]
+        for k in range(tid, jb.shape[0] - 1, size):
+            j0, j1 = jb[k], jb[k + 1]
+            n = j1 - j0
+            for g in range(4):
+                matmul_packed(cur, w_parts[slice_offset(H, 4, j0, j1, g):], hg, g * H + j0, n)
+            for b in range(B):
+                if t < lengths[b]:
+                    _lstm_forward_row(n, H, xg[t, b, j0:], hg[b, j0:], gates[ts, b, j0:],
+                                      c[b, j0:], cs[ts, b, j0:], nxt[b, j0:])
+                    copy_row(nxt[b, j0:], out[t, b, j0:], n)
+                else:
+                    copy_row(cur[b, j0:], nxt[b, j0:], n)
+                    for g in range(4):
+                        fill_row(gates[ts, b, g * H + j0:], n, zero)
+                    fill_row(cs[ts, b, j0:], n, zero)
+                    fill_row(out[t, b, j0:], n, zero)
+        barrier(data, size)
+
+
+@njit(**JIT)
+def lstm_backward_columns(data, tid, size, grad_out, dh, dc, gates, cs, c0, w_parts, jb, lengths,
+                          reverse, dgates, dh_new):
+    """lstm_backward_recurrence (without projection) with the hidden units split as in
+    lstm_forward_columns: each thread computes the gate gradients of its units, then (after a
+    barrier: the product needs every gate) its units' columns of dL/dh_{t-1}. w_parts: W_hh
+    (4H, H) packed by linalg.pack_weight_slices(., 1, jb)."""
+    T, B = gates.shape[0], gates.shape[1]
+    H = dc.shape[1]
+    zero = gates.dtype.type(0)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for k in range(tid, jb.shape[0] - 1, size):
+            j0, j1 = jb[k], jb[k + 1]
+            n = j1 - j0
+            for b in range(B):
+                if t < lengths[b]:
+                    cp = _previous_c(t, reverse, cs, c0, lengths, b)
+                    _lstm_backward_row(n, H, dh[b, j0:], grad_out[t, b, j0:], gates[t, b, j0:],
+                                       cs[t, b, j0:], cp[j0:], dc[b, j0:], dgates[t, b, j0:])
+                else:
+                    for g in range(4):
+                        fill_row(dgates[t, b, g * H + j0:], n, zero)
+        barrier(data, size)
+        for k in range(tid, jb.shape[0] - 1, size):
+            j0, j1 = jb[k], jb[k + 1]
+            n = j1 - j0
+            matmul_packed(dgates[t], w_parts[slice_offset(4 * H, 1, j0, j1, 0):], dh_new, j0, n)
+            for b in range(B):
+                if t < lengths[b]:
+                    copy_row(dh_new[b, j0:], dh[b, j0:], n)

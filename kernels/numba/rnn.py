@@ -7,7 +7,25 @@ from numba import njit
 
 from .activations import tanh
 from .config import JIT
-from .linalg import copy_live_rows, matmul_into
+from .linalg import copy_live_rows, copy_row, fill_row, matmul_packed, slice_offset
+from .team import barrier
+
+
+@njit(**JIT)
+def _rnn_forward_row(n, relu, xr, gr, ob, hb):
+    """n hidden units of one sequence's step: h_t into ob and hb."""
+    zero = xr.dtype.type(0)
+    if relu:
+        for j in range(n):
+            v = xr[j] + gr[j]
+            v = zero if v < zero else v      # NaN stays NaN, as torch.relu
+            ob[j] = v
+            hb[j] = v
+    else:
+        for j in range(n):
+            v = tanh(xr[j] + gr[j])
+            ob[j] = v
+            hb[j] = v
 
 
 @njit(**JIT)
@@ -18,67 +36,116 @@ def rnn_forward_step(t, xg, hg, h, lengths, relu, out, lo, hi):
     for b in range(lo, hi):
         ob = out[t, b]
         if t < lengths[b]:
-            xr = xg[t, b]
-            gr = hg[b]
-            hb = h[b]
-            if relu:
-                for j in range(H):
-                    v = xr[j] + gr[j]
-                    v = zero if v < zero else v      # NaN stays NaN, as torch.relu
-                    ob[j] = v
-                    hb[j] = v
-            else:
-                for j in range(H):
-                    v = tanh(xr[j] + gr[j])
-                    ob[j] = v
-                    hb[j] = v
+            _rnn_forward_row(H, relu, xg[t, b], hg[b], ob, h[b])
         else:
-            for j in range(H):
-                ob[j] = zero
+            fill_row(ob, H, zero)
 
 
 @njit(**JIT)
-def rnn_forward_recurrence(xg, w_hh_t, h, lengths, reverse, relu, out, hg, lo, hi):
+def rnn_forward_recurrence(xg, w_hh_tp, h, lengths, reverse, relu, out, hg, lo, hi):
     """All T steps of rows lo..hi-1 (rows are independent: threads split the batch).
-    h (B, H) holds h0 and becomes h_n; w_hh_t (H, H) transposed."""
+    h (B, H) holds h0 and becomes h_n; w_hh_tp: W_hh^T (H, H) packed by
+    linalg.pack_weight."""
     T = xg.shape[0]
     for s in range(T):
         t = T - 1 - s if reverse else s
-        matmul_into(h[lo:hi], w_hh_t, hg[lo:hi])
+        matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1])
         rnn_forward_step(t, xg, hg, h, lengths, relu, out, lo, hi)
+
+
+@njit(**JIT)
+def _rnn_backward_row(n, relu, dhb, gb, hr, dg):
+    """Gate gradients of n hidden units of one sequence from dL/dh_t = dhb + gb and h_t."""
+    one = hr.dtype.type(1)
+    zero = hr.dtype.type(0)
+    if relu:
+        for j in range(n):
+            dg[j] = (dhb[j] + gb[j]) * (one if hr[j] > zero else zero)
+    else:
+        for j in range(n):
+            dg[j] = (dhb[j] + gb[j]) * (one - hr[j] * hr[j])
 
 
 @njit(**JIT)
 def rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates, lo, hi):
     """Gate gradients of step t, rows lo..hi-1, from dL/dh_t = dh + grad_out[t] and h_t."""
     H = hs.shape[2]
-    one = hs.dtype.type(1)
     zero = hs.dtype.type(0)
     for b in range(lo, hi):
         dg = dgates[t, b]
         if t < lengths[b]:
-            hr = hs[t, b]
-            gb = grad_out[t, b]
-            dhb = dh[b]
-            if relu:
-                for j in range(H):
-                    dg[j] = (dhb[j] + gb[j]) * (one if hr[j] > zero else zero)
-            else:
-                for j in range(H):
-                    dg[j] = (dhb[j] + gb[j]) * (one - hr[j] * hr[j])
+            _rnn_backward_row(H, relu, dh[b], grad_out[t, b], hs[t, b], dg)
         else:
-            for j in range(H):
-                dg[j] = zero
+            fill_row(dg, H, zero)
 
 
 @njit(**JIT)
-def rnn_backward_recurrence(grad_out, dh, hs, w_hh, lengths, reverse, relu, dgates, dh_new,
+def rnn_backward_recurrence(grad_out, dh, hs, w_hh_p, lengths, reverse, relu, dgates, dh_new,
                             lo, hi):
     """All T steps of rows lo..hi-1, opposite order to forward. dh (B, H) holds grad_hn and
-    becomes dh0; hs (T, B, H) are the forward outputs; dh_new (B, H) scratch."""
+    becomes dh0; hs (T, B, H) are the forward outputs; w_hh_p: W_hh packed by
+    linalg.pack_weight; dh_new (B, H) scratch."""
     T = hs.shape[0]
     for s in range(T):
         t = s if reverse else T - 1 - s
         rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates, lo, hi)
-        matmul_into(dgates[t, lo:hi], w_hh, dh_new[lo:hi])
+        matmul_packed(dgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1])
         copy_live_rows(t, dh_new, dh, lengths, lo, hi)
+
+
+# Small batches: the hidden units split over threads, as lstm_forward_columns (see lstm.py).
+
+
+@njit(**JIT)
+def rnn_forward_columns(data, tid, size, xg, w_parts, jb, lengths, reverse, relu, out, hbuf, hg):
+    """All T steps of all rows, thread tid of size taking the slices of hidden units jb[k] ..
+    jb[k+1]-1 for k = tid, tid + size, ... hbuf (2, B, H): hbuf[0] holds h0, hbuf[T % 2] gets
+    h_n. w_parts: W_hh^T packed by linalg.pack_weight_slices(., 1, jb); hg (B, H) scratch."""
+    T, B = xg.shape[0], xg.shape[1]
+    H = hbuf.shape[2]
+    zero = xg.dtype.type(0)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        cur = hbuf[s % 2]
+        nxt = hbuf[(s + 1) % 2]
+        for k in range(tid, jb.shape[0] - 1, size):
+            j0, j1 = jb[k], jb[k + 1]
+            n = j1 - j0
+            matmul_packed(cur, w_parts[slice_offset(H, 1, j0, j1, 0):], hg, j0, n)
+            for b in range(B):
+                if t < lengths[b]:
+                    _rnn_forward_row(n, relu, xg[t, b, j0:], hg[b, j0:], out[t, b, j0:],
+                                     nxt[b, j0:])
+                else:
+                    copy_row(cur[b, j0:], nxt[b, j0:], n)
+                    fill_row(out[t, b, j0:], n, zero)
+        barrier(data, size)
+
+
+@njit(**JIT)
+def rnn_backward_columns(data, tid, size, grad_out, dh, hs, w_parts, jb, lengths, reverse, relu,
+                         dgates, dh_new):
+    """rnn_backward_recurrence with the hidden units split as in rnn_forward_columns.
+    w_parts: W_hh packed by linalg.pack_weight_slices(., 1, jb)."""
+    T, B = hs.shape[0], hs.shape[1]
+    H = hs.shape[2]
+    zero = hs.dtype.type(0)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for k in range(tid, jb.shape[0] - 1, size):
+            j0, j1 = jb[k], jb[k + 1]
+            n = j1 - j0
+            for b in range(B):
+                if t < lengths[b]:
+                    _rnn_backward_row(n, relu, dh[b, j0:], grad_out[t, b, j0:], hs[t, b, j0:],
+                                      dgates[t, b, j0:])
+                else:
+                    fill_row(dgates[t, b, j0:], n, zero)
+        barrier(data, size)
+        for k in range(tid, jb.shape[0] - 1, size):
+            j0, j1 = jb[k], jb[k + 1]
+            n = j1 - j0
+            matmul_packed(dgates[t], w_parts[slice_offset(H, 1, j0, j1, 0):], dh_new, j0, n)
+            for b in range(B):
+                if t < lengths[b]:
+                    copy_row(dh_new[b, j0:], dh[b, j0:], n)

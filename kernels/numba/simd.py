@@ -1,4 +1,4 @@
-"""Explicit SIMD vectors for Numba kernels: a vector type and four operations on it.
+"""Explicit SIMD vectors for Numba kernels: a vector type and the few operations the product needs.
 
 LLVM's auto-vectoriser turns our loops into vector code, but it cannot keep a block of output
 vectors in registers across the k loop of a product (every pass loads and stores them), which
@@ -113,20 +113,52 @@ def store(typingctx, arr, offset, vec):
 
 
 @intrinsic
-def fma(typingctx, scalar, vec, acc):
-    """acc + scalar * vec, one fused multiply-add per lane."""
-    if not isinstance(vec, Vec) or acc != vec or not isinstance(scalar, types.Number):
+def fma(typingctx, x, vec, acc):
+    """acc + x * vec, one fused multiply-add per lane; x a scalar (used in every lane) or a
+    vector."""
+    if not isinstance(vec, Vec) or acc != vec or not (isinstance(x, types.Number) or x == vec):
         return None
 
     def codegen(context, builder, sig, args):
         vty = context.get_value_type(sig.args[1])
-        s = context.cast(builder, args[0], sig.args[0], sig.args[1].dtype)
-        lane0 = builder.insert_element(ir.Constant(vty, ir.Undefined), s,
-                                       ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count)
-        splat = builder.shuffle_vector(lane0, ir.Constant(vty, ir.Undefined), mask)
+        if isinstance(sig.args[0], Vec):
+            splat = args[0]
+        else:
+            s = context.cast(builder, args[0], sig.args[0], sig.args[1].dtype)
+            lane0 = builder.insert_element(ir.Constant(vty, ir.Undefined), s,
+                                           ir.Constant(ir.IntType(32), 0))
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count)
+            splat = builder.shuffle_vector(lane0, ir.Constant(vty, ir.Undefined), mask)
         name = f"llvm.fma.v{vty.count}{'f32' if vty.element == ir.FloatType() else 'f64'}"
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), name)
         return builder.call(fn, [splat, args[1], args[2]])
 
-    return vec(scalar, vec, acc), codegen
+    return vec(x, vec, acc), codegen
+
+
+@intrinsic
+def add(typingctx, x, y):
+    """x + y, lane by lane."""
+    if not isinstance(x, Vec) or y != x:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return x(x, y), codegen
+
+
+@intrinsic
+def total(typingctx, vec):
+    """The sum of vec's lanes (in any order)."""
+    if not isinstance(vec, Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(sig.args[0])
+        ety = vty.element
+        name = f"llvm.vector.reduce.fadd.v{vty.count}{'f32' if ety == ir.FloatType() else 'f64'}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ety, [ety, vty]), name)
+        return builder.call(fn, [ir.Constant(ety, -0.0), args[0]], fastmath=("reassoc",))
+
+    return vec.dtype(vec), codegen

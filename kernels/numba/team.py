@@ -15,6 +15,11 @@ A cfunc receives one pointer, to an int64 array of words written by `pack`: the 
 number of chunks, the float size (4 or 8), the chunk bounds, then the kernel's arguments in order
 (arrays as address and shape, flags and integers as themselves). The `*_word(s)` readers below
 unpack them inside the cfuncs (kernels/numba/threaded.py).
+
+Kernels that split the hidden units instead of the rows (small batches: every thread needs the
+whole previous state each step) keep the threads in step with `barrier`. They must know how
+many threads actually run (a smaller team than asked for must not leave a barrier waiting), so
+the words also carry the addresses of the runtime's omp_get_num_threads and omp_get_thread_num.
 """
 
 import ctypes
@@ -29,9 +34,12 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-# Words 0-2: claim counter, number of chunks, float size; the chunk bounds start at word 3.
+# Words: claim counter, number of chunks, float size, the chunk bounds (address, length), whether
+# the call runs on a team, the runtime's omp_get_num_threads and omp_get_thread_num, and the
+# barrier's arrival counter and generation.
 _CLAIM, _CHUNKS, _FLOAT_SIZE, _BOUNDS = 0, 1, 2, 3
-FIRST_ARG = _BOUNDS + 2         # after the bounds array's address and length
+_ON_TEAM, _NUM_THREADS_FN, _THREAD_NUM_FN, _ARRIVED, _GENERATION = 5, 6, 7, 8, 9
+FIRST_ARG = 10
 # Upper bound on the words one call packs (the readers view the array with this length).
 MAX_WORDS = 128
 
@@ -53,6 +61,35 @@ def _fetch_add(typingctx, ptr, value):
     return types.int64(types.voidptr, types.int64), codegen
 
 
+@intrinsic
+def _word_address(typingctx, data, index):
+    def codegen(context, builder, signature, args):
+        words64 = builder.bitcast(args[0], ir.IntType(64).as_pointer())
+        return builder.bitcast(builder.gep(words64, [args[1]]), cgutils.voidptr_t)
+
+    return types.voidptr(types.voidptr, types.int64), codegen
+
+
+@intrinsic
+def _load_acquire(typingctx, ptr):
+    def codegen(context, builder, signature, args):
+        word = builder.bitcast(args[0], ir.IntType(64).as_pointer())
+        return builder.load_atomic(word, "acquire", 8)
+
+    return types.int64(types.voidptr), codegen
+
+
+@intrinsic
+def _call_int_function(typingctx, addr):
+    """Calls the C function `int f(void)` at address addr."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        result = builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [])
+        return builder.sext(result, ir.IntType(64))
+
+    return types.int64(types.int64), codegen
+
+
 @njit(inline="always")
 def words(data):
     return carray(data, MAX_WORDS, np.int64)
@@ -62,6 +99,38 @@ def words(data):
 def claim(data):
     """The next chunk index for this thread (chunks run out at words(data)[1])."""
     return _fetch_add(data, 1)
+
+
+@njit(inline="always")
+def team_size(w):
+    """How many threads run this call (1 when it runs in the caller's thread)."""
+    if w[_ON_TEAM] == 0:
+        return 1
+    return _call_int_function(w[_NUM_THREADS_FN])
+
+
+@njit(inline="always")
+def thread_index(w):
+    """This thread's index in the team, 0 .. team_size - 1."""
+    if w[_ON_TEAM] == 0:
+        return 0
+    return _call_int_function(w[_THREAD_NUM_FN])
+
+
+@njit(inline="always")
+def barrier(data, size):
+    """Returns once all `size` threads of the call have reached it (every thread must call it
+    equally often). The last to arrive resets the count and opens the next generation; the
+    atomics order each thread's earlier writes before the others' later reads."""
+    if size <= 1:
+        return
+    generation = _load_acquire(_word_address(data, _GENERATION))
+    if _fetch_add(_word_address(data, _ARRIVED), 1) == size - 1:
+        _fetch_add(_word_address(data, _ARRIVED), -size)
+        _fetch_add(_word_address(data, _GENERATION), 1)
+    else:
+        while _load_acquire(_word_address(data, _GENERATION)) == generation:
+            pass
 
 
 @njit(inline="always")
@@ -108,7 +177,8 @@ class Packed:
     """The words of one kernel call, and the arrays they point into (kept alive with them)."""
 
     def __init__(self, float_size, bounds, args):
-        self.words = [0, len(bounds) - 1, float_size, bounds.ctypes.data, len(bounds)]
+        self.words = [0, len(bounds) - 1, float_size, bounds.ctypes.data, len(bounds), 0,
+                      *_omp_team_functions(), 0, 0]
         self.arrays = {-1: bounds}
         self.index = []
         for k, a in enumerate(args):
@@ -162,12 +232,15 @@ def run(entry, packed):
     """Run the cfunc `entry` on torch's OpenMP team (or in this thread) with `packed` words."""
     w = packed.words
     w[_CLAIM] = 0
+    w[_ARRIVED] = 0
     chunks = int(w[_CHUNKS])
     team = min(torch.get_num_threads(), chunks)
     parallel = _gomp_parallel() if team > 1 else None
     if parallel is None:
+        w[_ON_TEAM] = 0
         entry.ctypes(w.ctypes.data)      # one thread claims every chunk
     else:
+        w[_ON_TEAM] = 1
         parallel(entry.address, w.ctypes.data, team, 0)
 
 
@@ -191,16 +264,34 @@ def _runtime_candidates():
 
 
 @functools.lru_cache(maxsize=None)
-def _gomp_parallel():
-    """GOMP_parallel of the OpenMP runtime torch runs on, or None (then every call is serial)."""
+def _runtime():
+    """The OpenMP runtime torch runs on (a ctypes library), or None (then every call is serial)."""
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return None             # torch's own thread pool: an OpenMP team would be a second one
     for path in _runtime_candidates():
         try:
-            fn = ctypes.CDLL(path).GOMP_parallel
+            lib = ctypes.CDLL(path)
+            lib.GOMP_parallel, lib.omp_get_num_threads, lib.omp_get_thread_num
         except (OSError, AttributeError):
             continue
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
-        fn.restype = None
-        return fn
+        lib.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
+                                      ctypes.c_uint]
+        lib.GOMP_parallel.restype = None
+        return lib
     return None
+
+
+def _gomp_parallel():
+    lib = _runtime()
+    return None if lib is None else lib.GOMP_parallel
+
+
+@functools.lru_cache(maxsize=None)
+def _omp_team_functions():
+    """Addresses of omp_get_num_threads and omp_get_thread_num (0, 0 without a runtime: calls
+    then run in the caller's thread and never ask)."""
+    lib = _runtime()
+    if lib is None:
+        return 0, 0
+    return tuple(ctypes.cast(fn, ctypes.c_void_p).value
+                 for fn in (lib.omp_get_num_threads, lib.omp_get_thread_num))

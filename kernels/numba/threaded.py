@@ -13,14 +13,14 @@ import functools
 import numpy as np
 from numba import cfunc, njit, types
 
-from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
-                  gru_forward_step)
-from .lstm import (lstm_backward_recurrence, lstm_backward_step, lstm_forward_recurrence,
-                   lstm_forward_step)
-from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurrence,
-                  rnn_forward_step)
+from .gru import (gru_backward_columns, gru_backward_recurrence, gru_backward_step,
+                  gru_forward_columns, gru_forward_recurrence, gru_forward_step)
+from .lstm import (lstm_backward_columns, lstm_backward_recurrence, lstm_backward_step,
+                   lstm_forward_columns, lstm_forward_recurrence, lstm_forward_step)
+from .rnn import (rnn_backward_columns, rnn_backward_recurrence, rnn_backward_step,
+                  rnn_forward_columns, rnn_forward_recurrence, rnn_forward_step)
 from .team import (FIRST_ARG, array1_words, array2_words, array3_words, bounds_words, chunk_count,
-                   claim, flag_word, float64_words, int_word, words)
+                   claim, flag_word, float64_words, int_word, team_size, thread_index, words)
 
 _SIGNATURE = types.void(types.voidptr)
 _CACHE = dict(cache=True)
@@ -42,8 +42,8 @@ def _lstm_forward_recurrence(data, dt):
     w = words(data)
     bounds = bounds_words(w)
     xg, i = array3_words(w, FIRST_ARG, dt)
-    w_hh_t, i = array2_words(w, i, dt)
-    w_hr_t, i = array2_words(w, i, dt)
+    w_hh_tp, i = array1_words(w, i, dt)
+    w_hr_tp, i = array1_words(w, i, dt)
     h, i = array2_words(w, i, dt)
     c, i = array2_words(w, i, dt)
     lengths, i = array1_words(w, i, np.int64)
@@ -58,7 +58,7 @@ def _lstm_forward_recurrence(data, dt):
     hproj, i = array2_words(w, i, dt)
     k = claim(data)
     while k < chunk_count(w):
-        lstm_forward_recurrence(xg, w_hh_t, w_hr_t, h, c, lengths, reverse, proj, need_grad, out,
+        lstm_forward_recurrence(xg, w_hh_tp, w_hr_tp, h, c, lengths, reverse, proj, need_grad, out,
                                 gates, cs, hpre, hg, hproj, bounds[k], bounds[k + 1])
         k = claim(data)
 
@@ -104,8 +104,8 @@ def _lstm_backward_recurrence(data, dt):
     gates, i = array3_words(w, i, dt)
     cs, i = array3_words(w, i, dt)
     c0, i = array2_words(w, i, dt)
-    w_hh, i = array2_words(w, i, dt)
-    w_hr, i = array2_words(w, i, dt)
+    w_hh_p, i = array1_words(w, i, dt)
+    w_hr_p, i = array1_words(w, i, dt)
     lengths, i = array1_words(w, i, np.int64)
     reverse, i = flag_word(w, i)
     proj, i = flag_word(w, i)
@@ -115,7 +115,7 @@ def _lstm_backward_recurrence(data, dt):
     dh_new, i = array2_words(w, i, dt)
     k = claim(data)
     while k < chunk_count(w):
-        lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh, w_hr, lengths, reverse,
+        lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh_p, w_hr_p, lengths, reverse,
                                  proj, dgates, dht_all, dhp, dh_new, bounds[k], bounds[k + 1])
         k = claim(data)
 
@@ -151,6 +151,52 @@ def lstm_backward_step_entry(data):
     _by_dtype(data, _lstm_backward_step)
 
 
+@njit(**_CACHE)
+def _lstm_forward_columns(data, dt):
+    w = words(data)
+    slices = bounds_words(w)
+    xg, i = array3_words(w, FIRST_ARG, dt)
+    w_parts, i = array1_words(w, i, dt)
+    c, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    need_grad, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    cs, i = array3_words(w, i, dt)
+    hbuf, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    lstm_forward_columns(data, thread_index(w), team_size(w), xg, w_parts, slices, c, lengths,
+                         reverse, need_grad, out, gates, cs, hbuf, hg)
+
+
+def lstm_forward_columns_entry(data):
+    _by_dtype(data, _lstm_forward_columns)
+
+
+@njit(**_CACHE)
+def _lstm_backward_columns(data, dt):
+    w = words(data)
+    slices = bounds_words(w)
+    grad_out, i = array3_words(w, FIRST_ARG, dt)
+    dh, i = array2_words(w, i, dt)
+    dc, i = array2_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    cs, i = array3_words(w, i, dt)
+    c0, i = array2_words(w, i, dt)
+    w_parts, i = array1_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    dgates, i = array3_words(w, i, dt)
+    dh_new, i = array2_words(w, i, dt)
+    lstm_backward_columns(data, thread_index(w), team_size(w), grad_out, dh, dc, gates, cs, c0,
+                          w_parts, slices, lengths, reverse, dgates, dh_new)
+
+
+def lstm_backward_columns_entry(data):
+    _by_dtype(data, _lstm_backward_columns)
+
+
 # ------------------------------------------------------------------------------------ GRU
 
 
@@ -159,7 +205,7 @@ def _gru_forward_recurrence(data, dt):
     w = words(data)
     bounds = bounds_words(w)
     xg, i = array3_words(w, FIRST_ARG, dt)
-    w_hh_t, i = array2_words(w, i, dt)
+    w_hh_tp, i = array1_words(w, i, dt)
     b_hn, i = array1_words(w, i, dt)
     h, i = array2_words(w, i, dt)
     lengths, i = array1_words(w, i, np.int64)
@@ -171,7 +217,7 @@ def _gru_forward_recurrence(data, dt):
     hg, i = array2_words(w, i, dt)
     k = claim(data)
     while k < chunk_count(w):
-        gru_forward_recurrence(xg, w_hh_t, b_hn, h, lengths, reverse, need_grad, out, gates,
+        gru_forward_recurrence(xg, w_hh_tp, b_hn, h, lengths, reverse, need_grad, out, gates,
                                hn_lin, hg, bounds[k], bounds[k + 1])
         k = claim(data)
 
@@ -215,7 +261,7 @@ def _gru_backward_recurrence(data, dt):
     hn_lin, i = array3_words(w, i, dt)
     h0, i = array2_words(w, i, dt)
     hs, i = array3_words(w, i, dt)
-    w_hh, i = array2_words(w, i, dt)
+    w_hh_p, i = array1_words(w, i, dt)
     lengths, i = array1_words(w, i, np.int64)
     reverse, i = flag_word(w, i)
     dxgates, i = array3_words(w, i, dt)
@@ -223,7 +269,7 @@ def _gru_backward_recurrence(data, dt):
     dh_new, i = array2_words(w, i, dt)
     k = claim(data)
     while k < chunk_count(w):
-        gru_backward_recurrence(grad_out, dh, gates, hn_lin, h0, hs, w_hh, lengths, reverse,
+        gru_backward_recurrence(grad_out, dh, gates, hn_lin, h0, hs, w_hh_p, lengths, reverse,
                                 dxgates, dhgates, dh_new, bounds[k], bounds[k + 1])
         k = claim(data)
 
@@ -258,6 +304,53 @@ def gru_backward_step_entry(data):
     _by_dtype(data, _gru_backward_step)
 
 
+@njit(**_CACHE)
+def _gru_forward_columns(data, dt):
+    w = words(data)
+    slices = bounds_words(w)
+    xg, i = array3_words(w, FIRST_ARG, dt)
+    w_parts, i = array1_words(w, i, dt)
+    b_hn, i = array1_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    need_grad, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    hn_lin, i = array3_words(w, i, dt)
+    hbuf, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    gru_forward_columns(data, thread_index(w), team_size(w), xg, w_parts, slices, b_hn, lengths,
+                        reverse, need_grad, out, gates, hn_lin, hbuf, hg)
+
+
+def gru_forward_columns_entry(data):
+    _by_dtype(data, _gru_forward_columns)
+
+
+@njit(**_CACHE)
+def _gru_backward_columns(data, dt):
+    w = words(data)
+    slices = bounds_words(w)
+    grad_out, i = array3_words(w, FIRST_ARG, dt)
+    dh, i = array2_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    hn_lin, i = array3_words(w, i, dt)
+    h0, i = array2_words(w, i, dt)
+    hs, i = array3_words(w, i, dt)
+    w_parts, i = array1_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    dxgates, i = array3_words(w, i, dt)
+    dhgates, i = array3_words(w, i, dt)
+    dh_new, i = array2_words(w, i, dt)
+    gru_backward_columns(data, thread_index(w), team_size(w), grad_out, dh, gates, hn_lin, h0, hs,
+                         w_parts, slices, lengths, reverse, dxgates, dhgates, dh_new)
+
+
+def gru_backward_columns_entry(data):
+    _by_dtype(data, _gru_backward_columns)
+
+
 # ------------------------------------------------------------------------------------ RNN
 
 
@@ -266,7 +359,7 @@ def _rnn_forward_recurrence(data, dt):
     w = words(data)
     bounds = bounds_words(w)
     xg, i = array3_words(w, FIRST_ARG, dt)
-    w_hh_t, i = array2_words(w, i, dt)
+    w_hh_tp, i = array1_words(w, i, dt)
     h, i = array2_words(w, i, dt)
     lengths, i = array1_words(w, i, np.int64)
     reverse, i = flag_word(w, i)
@@ -275,7 +368,7 @@ def _rnn_forward_recurrence(data, dt):
     hg, i = array2_words(w, i, dt)
     k = claim(data)
     while k < chunk_count(w):
-        rnn_forward_recurrence(xg, w_hh_t, h, lengths, reverse, relu, out, hg, bounds[k],
+        rnn_forward_recurrence(xg, w_hh_tp, h, lengths, reverse, relu, out, hg, bounds[k],
                                bounds[k + 1])
         k = claim(data)
 
@@ -312,7 +405,7 @@ def _rnn_backward_recurrence(data, dt):
     grad_out, i = array3_words(w, FIRST_ARG, dt)
     dh, i = array2_words(w, i, dt)
     hs, i = array3_words(w, i, dt)
-    w_hh, i = array2_words(w, i, dt)
+    w_hh_p, i = array1_words(w, i, dt)
     lengths, i = array1_words(w, i, np.int64)
     reverse, i = flag_word(w, i)
     relu, i = flag_word(w, i)
@@ -320,7 +413,7 @@ def _rnn_backward_recurrence(data, dt):
     dh_new, i = array2_words(w, i, dt)
     k = claim(data)
     while k < chunk_count(w):
-        rnn_backward_recurrence(grad_out, dh, hs, w_hh, lengths, reverse, relu, dgates, dh_new,
+        rnn_backward_recurrence(grad_out, dh, hs, w_hh_p, lengths, reverse, relu, dgates, dh_new,
                                 bounds[k], bounds[k + 1])
         k = claim(data)
 
@@ -348,6 +441,47 @@ def _rnn_backward_step(data, dt):
 
 def rnn_backward_step_entry(data):
     _by_dtype(data, _rnn_backward_step)
+
+
+@njit(**_CACHE)
+def _rnn_forward_columns(data, dt):
+    w = words(data)
+    slices = bounds_words(w)
+    xg, i = array3_words(w, FIRST_ARG, dt)
+    w_parts, i = array1_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    relu, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    hbuf, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    rnn_forward_columns(data, thread_index(w), team_size(w), xg, w_parts, slices, lengths, reverse,
+                        relu, out, hbuf, hg)
+
+
+def rnn_forward_columns_entry(data):
+    _by_dtype(data, _rnn_forward_columns)
+
+
+@njit(**_CACHE)
+def _rnn_backward_columns(data, dt):
+    w = words(data)
+    slices = bounds_words(w)
+    grad_out, i = array3_words(w, FIRST_ARG, dt)
+    dh, i = array2_words(w, i, dt)
+    hs, i = array3_words(w, i, dt)
+    w_parts, i = array1_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    relu, i = flag_word(w, i)
+    dgates, i = array3_words(w, i, dt)
+    dh_new, i = array2_words(w, i, dt)
+    rnn_backward_columns(data, thread_index(w), team_size(w), grad_out, dh, hs, w_parts, slices,
+                         lengths, reverse, relu, dgates, dh_new)
+
+
+def rnn_backward_columns_entry(data):
+    _by_dtype(data, _rnn_backward_columns)
 
 
 @functools.lru_cache(maxsize=None)
