@@ -7,7 +7,7 @@ from numba import njit
 
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import add_live_rows, copy_row, fill_row, matmul_packed, slice_offset
+from .linalg import add_live_rows, copy_row, fill_row, matmul_packed, slice_offset, unsigned
 from .team import barrier
 
 
@@ -18,14 +18,15 @@ def _gru_forward_row(n, H, xr, gr, b_hn, hp, sg, hl, ob, hb):
     in xr, gr and sg (views starting at the first unit)."""
     one = xr.dtype.type(1)
     for j in range(n):
+        zi, ni = unsigned(H + j), unsigned(2 * H + j)     # see lstm._lstm_forward_row
         r = sigmoid(xr[j] + gr[j])
-        z = sigmoid(xr[H + j] + gr[H + j])
-        hn = gr[2 * H + j] + b_hn[j]
-        nj = tanh(xr[2 * H + j] + r * hn)
+        z = sigmoid(xr[zi] + gr[zi])
+        hn = gr[ni] + b_hn[j]
+        nj = tanh(xr[ni] + r * hn)
         hnew = (one - z) * nj + z * hp[j]
         sg[j] = r
-        sg[H + j] = z
-        sg[2 * H + j] = nj
+        sg[zi] = z
+        sg[ni] = nj
         hl[j] = hn
         ob[j] = hnew
         hb[j] = hnew
@@ -77,19 +78,20 @@ def _gru_backward_row(n, H, dhb, gb, sg, hl, hp, dx, dg):
     _gru_forward_row."""
     one = sg.dtype.type(1)
     for j in range(n):
+        zi, ni = unsigned(H + j), unsigned(2 * H + j)     # see lstm._lstm_forward_row
         r = sg[j]
-        z = sg[H + j]
-        nj = sg[2 * H + j]
+        z = sg[zi]
+        nj = sg[ni]
         dht = dhb[j] + gb[j]
         dn = dht * (one - z) * (one - nj * nj)
         dz = dht * (hp[j] - nj) * z * (one - z)
         dr = dn * hl[j] * r * (one - r)
         dx[j] = dr
-        dx[H + j] = dz
-        dx[2 * H + j] = dn
+        dx[zi] = dz
+        dx[ni] = dn
         dg[j] = dr
-        dg[H + j] = dz
-        dg[2 * H + j] = dn * r
+        dg[zi] = dz
+        dg[ni] = dn * r
         dhb[j] = dht * z
 
 

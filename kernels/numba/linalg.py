@@ -262,6 +262,12 @@ def add_live_rows(t, src, dst, lengths, lo, hi):
 # of ~3, while B = 1 stayed fast). As separate functions each loop gets its own checks.
 
 
+@njit(inline="always")
+def unsigned(i):
+    """i (known to be >= 0) as an index Numba does not wrap around (see lstm._lstm_forward_row)."""
+    return np.uint64(i)
+
+
 @njit(**JIT)
 def fill_row(r, n, v):
     for j in range(n):

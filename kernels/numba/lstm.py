@@ -14,7 +14,7 @@ from numba import njit
 
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import copy_live_rows, copy_row, fill_row, matmul_packed, slice_offset
+from .linalg import copy_live_rows, copy_row, fill_row, matmul_packed, slice_offset, unsigned
 from .team import barrier
 
 
@@ -26,15 +26,18 @@ def _lstm_forward_row(n, H, xr, gr, sg, cb, cr, hr):
     """Gates of n hidden units of one sequence into sg, c_t into cb and cr, o * tanh(c_t) into
     hr. Gate k of unit j is at k * H + j in xr, gr and sg (views starting at the first unit)."""
     for j in range(n):
+        # Unsigned gate indices: a signed H + j might be negative as far as Numba knows, and
+        # its wrap-around select stops LLVM vectorising the loop (25 ns per cell instead of 3).
+        f, g, o = unsigned(H + j), unsigned(2 * H + j), unsigned(3 * H + j)
         ig = sigmoid(xr[j] + gr[j])
-        fg = sigmoid(xr[H + j] + gr[H + j])
-        gg = tanh(xr[2 * H + j] + gr[2 * H + j])
-        og = sigmoid(xr[3 * H + j] + gr[3 * H + j])
+        fg = sigmoid(xr[f] + gr[f])
+        gg = tanh(xr[g] + gr[g])
+        og = sigmoid(xr[o] + gr[o])
         cn = fg * cb[j] + ig * gg
         sg[j] = ig
-        sg[H + j] = fg
-        sg[2 * H + j] = gg
-        sg[3 * H + j] = og
+        sg[f] = fg
+        sg[g] = gg
+        sg[o] = og
         cr[j] = cn
         cb[j] = cn
         hr[j] = og * tanh(cn)
@@ -121,16 +124,17 @@ def lstm_backward_dht(t, dh, grad_out, lengths, dht_all, lo, hi):
 def _lstm_backward_cell(j, H, dhpj, sg, cr, cp, dcb, dg):
     """Gate gradients of cell j given dL/dh_t = dhpj; dcb[j] becomes dL/dc_{t-1}."""
     one = sg.dtype.type(1)
+    f, g, o = unsigned(H + j), unsigned(2 * H + j), unsigned(3 * H + j)   # see _lstm_forward_row
     ig = sg[j]
-    fg = sg[H + j]
-    gg = sg[2 * H + j]
-    og = sg[3 * H + j]
+    fg = sg[f]
+    gg = sg[g]
+    og = sg[o]
     tc = tanh(cr[j])
     dct = dcb[j] + dhpj * og * (one - tc * tc)
     dg[j] = dct * gg * ig * (one - ig)
-    dg[H + j] = dct * cp[j] * fg * (one - fg)
-    dg[2 * H + j] = dct * ig * (one - gg * gg)
-    dg[3 * H + j] = dhpj * tc * og * (one - og)
+    dg[f] = dct * cp[j] * fg * (one - fg)
+    dg[g] = dct * ig * (one - gg * gg)
+    dg[o] = dhpj * tc * og * (one - og)
     dcb[j] = dct * fg
 
 
