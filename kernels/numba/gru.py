@@ -12,10 +12,11 @@ from .team import barrier
 
 
 @njit(**JIT)
-def _gru_forward_row(n, H, xr, gr, b_hn, hp, sg, hl, ob, hb):
+def _gru_forward_row(n, H, xr, gr, b_hn, hp, sg, hl, ob):
     """n hidden units of one sequence's step (pointwise loops per row: see linalg.py) from the
-    previous state hp; h_t goes to ob and hb (hb may be hp). Gate k of unit j is at k * H + j
-    in xr, gr and sg (views starting at the first unit)."""
+    previous state hp; h_t goes to ob (never hp itself: reading and writing one array through
+    two names fails LLVM's alias check and runs the loop unvectorised, 2x slower end to end).
+    Gate k of unit j is at k * H + j in xr, gr and sg (views starting at the first unit)."""
     one = xr.dtype.type(1)
     for j in range(n):
         zi, ni = unsigned(H + j), unsigned(2 * H + j)     # see lstm._lstm_forward_row
@@ -29,7 +30,6 @@ def _gru_forward_row(n, H, xr, gr, b_hn, hp, sg, hl, ob, hb):
         sg[ni] = nj
         hl[j] = hn
         ob[j] = hnew
-        hb[j] = hnew
 
 
 @njit(**JIT)
@@ -40,7 +40,8 @@ def gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin, lo, hi
     for b in range(lo, hi):
         if t < lengths[b]:
             _gru_forward_row(H, H, xg[t, b], hg[b], b_hn, h[b], gates[ts, b], hn_lin[ts, b],
-                             out[t, b], h[b])
+                             out[t, b])
+            copy_row(out[t, b], h[b], H)
         else:
             fill_row(gates[ts, b], 3 * H, zero)
             fill_row(hn_lin[ts, b], H, zero)
@@ -154,8 +155,8 @@ def gru_forward_columns(data, tid, size, xg, w_parts, jb, b_hn, lengths, reverse
             for b in range(B):
                 if t < lengths[b]:
                     _gru_forward_row(n, H, xg[t, b, j0:], hg[b, j0:], b_hn[j0:], cur[b, j0:],
-                                     gates[ts, b, j0:], hn_lin[ts, b, j0:], out[t, b, j0:],
-                                     nxt[b, j0:])
+                                     gates[ts, b, j0:], hn_lin[ts, b, j0:], out[t, b, j0:])
+                    copy_row(out[t, b, j0:], nxt[b, j0:], n)
                 else:
                     copy_row(cur[b, j0:], nxt[b, j0:], n)
                     for g in range(3):

@@ -31,8 +31,8 @@ _HALF = (torch.float16, torch.bfloat16)
 #             threads) and a compiled pointwise update.
 # Measured (benchmarks/strategy_crossover.py; benchmarks/results/cpu-strategy-2026-11-26-intel.md) on
 # a 2-core Intel Xeon (2 MiB L2 per core) with the packed product, T = 50, LSTM/GRU/RNN:
-# "columns" won from 3 MiB of W_hh up to 16 rows (1.1-1.9x the loop, 1.0-1.7x the step GEMM)
-# and from 512 KiB at 1-2 rows (1.05-1.25x); it lost to the loop below that (up to 0.7x). The
+# "columns" won from 3 MiB of W_hh up to 16 rows (1.05-1.85x the loop, 1.0-1.7x the step GEMM)
+# and from 512 KiB at 1-2 rows (1.07-1.35x); it lost to the loop below that (down to 0.76x). The
 # row-split loop won up to 3 MiB at any batch (and 4 MiB from 8 rows), also on the 2-core AMD
 # EPYC this rule was first measured on; the step GEMM wins beyond that.
 # STRATEGY "loop", "columns" or "step" forces one (tests, benchmarks); projected LSTMs have no
