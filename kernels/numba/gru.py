@@ -7,7 +7,8 @@ from numba import njit
 
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import add_live_rows, copy_row, fill_row, matmul_packed, slice_offset, unsigned
+from .linalg import (add_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
+                     state_gradient_columns, unsigned)
 from .team import barrier
 
 
@@ -150,8 +151,7 @@ def gru_forward_columns(data, tid, size, xg, w_parts, jb, b_hn, lengths, reverse
         for k in range(tid, jb.shape[0] - 1, size):
             j0, j1 = jb[k], jb[k + 1]
             n = j1 - j0
-            for g in range(3):
-                matmul_packed(cur, w_parts[slice_offset(H, 3, j0, j1, g):], hg, g * H + j0, n)
+            gate_columns(cur, w_parts, hg, H, 3, j0, j1)
             for b in range(B):
                 if t < lengths[b]:
                     _gru_forward_row(n, H, xg[t, b, j0:], hg[b, j0:], b_hn[j0:], cur[b, j0:],
@@ -192,10 +192,5 @@ def gru_backward_columns(data, tid, size, grad_out, dh, gates, hn_lin, h0, hs, w
                         fill_row(dhgates[t, b, g * H + j0:], n, zero)
         barrier(data, size)
         for k in range(tid, jb.shape[0] - 1, size):
-            j0, j1 = jb[k], jb[k + 1]
-            n = j1 - j0
-            matmul_packed(dhgates[t], w_parts[slice_offset(3 * H, 1, j0, j1, 0):], dh_new, j0, n)
-            for b in range(B):
-                if t < lengths[b]:
-                    for j in range(j0, j1):
-                        dh[b, j] += dh_new[b, j]
+            state_gradient_columns(t, dhgates[t], w_parts, dh_new, dh, lengths, jb[k], jb[k + 1],
+                                   True)

@@ -29,8 +29,9 @@ _HALF = (torch.float16, torch.bfloat16)
 #             reads only its share of W_hh each step, and a small batch still uses every core;
 #   "step"    a Python loop over steps, each calling the GEMM helper (oneDNN or MKL, on torch's
 #             threads) and a compiled pointwise update.
-# Measured (benchmarks/strategy_crossover.py; benchmarks/results/cpu-strategy-2026-11-26-intel.md) on
-# a 2-core Intel Xeon (2 MiB L2 per core) with the packed product, T = 50, LSTM/GRU/RNN:
+# Measured (benchmarks/strategy_crossover.py;
+# benchmarks/results/cpu-strategy-2026-11-26-intel.md) on a 2-core Intel Xeon (2 MiB L2 per
+# core) with the packed product, T = 50, LSTM/GRU/RNN:
 # "columns" won from 3 MiB of W_hh up to 16 rows (1.05-1.85x the loop, 1.0-1.7x the step GEMM)
 # and from 512 KiB at 1-2 rows (1.07-1.35x); it lost to the loop below that (down to 0.76x). The
 # row-split loop won up to 3 MiB at any batch (and 4 MiB from 8 rows), also on the 2-core AMD
@@ -107,12 +108,12 @@ def _lengths(lengths, B, T):
 def _strategy(B, K, N, cdt, proj=False):
     """"loop", "columns" or "step" for a recurrence whose per-step product is (B, K) x (K, N)
     (see STRATEGY)."""
-    columns = not proj and team.threads() > 1
-    if STRATEGY != "auto":
-        return "loop" if B < 1 or (STRATEGY == "columns" and not columns) else STRATEGY
-    weight = K * N * cdt.itemsize
     if B < 1:
         return "loop"
+    columns = not proj and team.threads() > 1
+    if STRATEGY != "auto":
+        return "loop" if STRATEGY == "columns" and not columns else STRATEGY
+    weight = K * N * cdt.itemsize
     if columns and ((weight >= COLUMNS_MIN_WEIGHT_BYTES and B <= COLUMNS_MAX_ROWS) or
                     (weight >= COLUMNS_FEW_ROWS_MIN_WEIGHT_BYTES and B <= COLUMNS_FEW_ROWS)):
         return "columns"
@@ -130,6 +131,11 @@ def _hidden_slices(H, cdt):
     lanes = panel_width(np.float64 if cdt == torch.float64 else np.float32) // 4
     per = -(-H // (parts * lanes)) * lanes
     return np.minimum(np.arange(parts + 1, dtype=np.int64) * per, H)
+
+
+def _run_columns(entry, cdt, slices, *args):
+    """A "columns" kernel entry on torch's OpenMP team, one slice of hidden units per thread."""
+    team.run(_compiled(entry), team.pack(cdt.itemsize, slices, *args))
 
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -279,10 +285,10 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
         hbuf = empty((2, B, H), cdt)
         hbuf[0].copy_(h)
         slices = _hidden_slices(H, cdt)
-        team.run(_compiled(threaded.lstm_forward_columns_entry), team.pack(
-            cdt.itemsize, slices, x_np, pack_weight_slices(_np_view(w_hh.t(), cdt), 4, slices),
-            c.numpy(), lens, bool(reverse), bool(need_grad), out_np, gates.numpy(), cs.numpy(),
-            hbuf.numpy(), empty((B, G), cdt).numpy()))
+        _run_columns(threaded.lstm_forward_columns_entry, cdt, slices, x_np,
+                     pack_weight_slices(_np_view(w_hh.t(), cdt), 4, slices), c.numpy(), lens,
+                     bool(reverse), bool(need_grad), out_np, gates.numpy(), cs.numpy(),
+                     hbuf.numpy(), empty((B, G), cdt).numpy())
         h.copy_(hbuf[T % 2])
     else:
         # Scratch for the compiled loop's products (the per-step path gets them from the GEMM).
@@ -334,10 +340,10 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
             _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
     elif strategy == "columns":
         slices = _hidden_slices(H, cdt)
-        team.run(_compiled(threaded.lstm_backward_columns_entry), team.pack(
-            cdt.itemsize, slices, go, dh.numpy(), dc.numpy(), gates.numpy(), cs.numpy(), c0_np,
-            pack_weight_slices(_np_view(w_hh, cdt), 1, slices), lens, bool(reverse),
-            dgates.numpy(), empty((B, P), cdt).numpy()))
+        _run_columns(threaded.lstm_backward_columns_entry, cdt, slices, go, dh.numpy(),
+                     dc.numpy(), gates.numpy(), cs.numpy(), c0_np,
+                     pack_weight_slices(_np_view(w_hh, cdt), 1, slices), lens, bool(reverse),
+                     dgates.numpy(), empty((B, P), cdt).numpy())
     else:
         _recurrence(lstm_backward_recurrence, threaded.lstm_backward_recurrence_entry, cdt, B,
                     T * B * G * (P + (H if proj else 0)), lengths, lens, go, dh.numpy(),
@@ -389,10 +395,10 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
         hbuf = empty((2, B, H), cdt)
         hbuf[0].copy_(h)
         slices = _hidden_slices(H, cdt)
-        team.run(_compiled(threaded.gru_forward_columns_entry), team.pack(
-            cdt.itemsize, slices, x_np, pack_weight_slices(_np_view(w_hh.t(), cdt), 3, slices),
-            bias, lens, bool(reverse), bool(need_grad), out.numpy(), gates.numpy(),
-            hn_lin.numpy(), hbuf.numpy(), empty((B, G), cdt).numpy()))
+        _run_columns(threaded.gru_forward_columns_entry, cdt, slices, x_np,
+                     pack_weight_slices(_np_view(w_hh.t(), cdt), 3, slices), bias, lens,
+                     bool(reverse), bool(need_grad), out.numpy(), gates.numpy(), hn_lin.numpy(),
+                     hbuf.numpy(), empty((B, G), cdt).numpy())
         h.copy_(hbuf[T % 2])
     else:
         _recurrence(gru_forward_recurrence, threaded.gru_forward_recurrence_entry, cdt, B,
@@ -431,10 +437,10 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
             _mm_live(back(dhgates[t]), dh, t, lengths, lens, add_live_rows)
     elif strategy == "columns":
         slices = _hidden_slices(H, cdt)
-        team.run(_compiled(threaded.gru_backward_columns_entry), team.pack(
-            cdt.itemsize, slices, go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np,
-            _np(hs, cdt), pack_weight_slices(_np_view(w_hh, cdt), 1, slices), lens,
-            bool(reverse), dxgates.numpy(), dhgates.numpy(), empty((B, H), cdt).numpy()))
+        _run_columns(threaded.gru_backward_columns_entry, cdt, slices, go, dh.numpy(),
+                     gates.numpy(), hn_lin.numpy(), h0_np, _np(hs, cdt),
+                     pack_weight_slices(_np_view(w_hh, cdt), 1, slices), lens, bool(reverse),
+                     dxgates.numpy(), dhgates.numpy(), empty((B, H), cdt).numpy())
     else:
         _recurrence(gru_backward_recurrence, threaded.gru_backward_recurrence_entry, cdt, B,
                     T * B * G * H, lengths, lens, go, dh.numpy(), gates.numpy(), hn_lin.numpy(),
@@ -472,9 +478,9 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
         hbuf = empty((2, B, H), cdt)
         hbuf[0].copy_(h)
         slices = _hidden_slices(H, cdt)
-        team.run(_compiled(threaded.rnn_forward_columns_entry), team.pack(
-            cdt.itemsize, slices, x_np, pack_weight_slices(_np_view(w_hh.t(), cdt), 1, slices),
-            lens, bool(reverse), relu, out.numpy(), hbuf.numpy(), empty((B, H), cdt).numpy()))
+        _run_columns(threaded.rnn_forward_columns_entry, cdt, slices, x_np,
+                     pack_weight_slices(_np_view(w_hh.t(), cdt), 1, slices), lens, bool(reverse),
+                     relu, out.numpy(), hbuf.numpy(), empty((B, H), cdt).numpy())
         h.copy_(hbuf[T % 2])
     else:
         _recurrence(rnn_forward_recurrence, threaded.rnn_forward_recurrence_entry, cdt, B,
@@ -507,10 +513,9 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
             _mm_live(back(dgates[t]), dh, t, lengths, lens, copy_live_rows)
     elif strategy == "columns":
         slices = _hidden_slices(H, cdt)
-        team.run(_compiled(threaded.rnn_backward_columns_entry), team.pack(
-            cdt.itemsize, slices, go, dh.numpy(), hs_np,
-            pack_weight_slices(_np_view(w_hh, cdt), 1, slices), lens, bool(reverse), relu,
-            dgates.numpy(), empty((B, H), cdt).numpy()))
+        _run_columns(threaded.rnn_backward_columns_entry, cdt, slices, go, dh.numpy(), hs_np,
+                     pack_weight_slices(_np_view(w_hh, cdt), 1, slices), lens, bool(reverse),
+                     relu, dgates.numpy(), empty((B, H), cdt).numpy())
     else:
         _recurrence(rnn_backward_recurrence, threaded.rnn_backward_recurrence_entry, cdt, B,
                     T * B * H * H, lengths, lens, go, dh.numpy(), hs_np, _packed(w_hh, cdt), lens,

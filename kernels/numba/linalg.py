@@ -24,17 +24,19 @@ def panel_width(dtype):
     return 4 * simd.VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def pack_weight(b):
+def pack_weight(b, out=None):
     """b (K, N), float32 or float64, any strides (e.g. a transposed view), as the flat packed
     array the product reads: N // W panels of K x W (W = panel_width: 4 vectors), then panels
     one vector wide (K x lanes) for the columns left, then the last N % lanes columns one after
-    the other (each K long, so the product reads them as contiguous dot products)."""
+    the other (each K long, so the product reads them as contiguous dot products). Written into
+    out (K * N elements) when given."""
     K, N = b.shape
     W = panel_width(b.dtype)
     L = W // 4
     wide = N - N % W
     narrow = N - N % L
-    out = np.empty(K * N, b.dtype)
+    if out is None:
+        out = np.empty(K * N, b.dtype)
     # Splitting b's column axis into (panel, column) is a view whatever b's strides, so each
     # part is copied once.
     for n0, n1, w in ((0, wide, W), (wide, narrow, L)):
@@ -47,16 +49,17 @@ def pack_weight(b):
 def pack_weight_slices(b, groups, bounds):
     """b (K, groups * n) whose columns are `groups` blocks of n (gates of n hidden units), as
     one flat array holding, for each slice k of the hidden units (bounds[k] .. bounds[k+1]-1),
-    the slice's columns of every group, each packed by pack_weight. Slice k's group g starts at
-    K * (groups * bounds[k] + g * (bounds[k+1] - bounds[k])) (see slice_offset)."""
+    the slice's columns of every group, each packed by pack_weight, one after the other (so
+    slice k's group g starts at slice_offset(K, groups, bounds[k], bounds[k+1], g))."""
     K = b.shape[0]
     n = b.shape[1] // groups
     out = np.empty(b.shape[0] * b.shape[1], b.dtype)
+    o = 0
     for k in range(len(bounds) - 1):
         j0, j1 = int(bounds[k]), int(bounds[k + 1])
         for g in range(groups):
-            o = slice_offset(K, groups, j0, j1, g)
-            out[o:o + K * (j1 - j0)] = pack_weight(b[:, g * n + j0:g * n + j1])
+            pack_weight(b[:, g * n + j0:g * n + j1], out[o:o + K * (j1 - j0)])
+            o += K * (j1 - j0)
     return out
 
 
@@ -100,6 +103,32 @@ def matmul_packed(a, bp, out, n0, N):
     for n in range(narrow, N):
         for m in range(M):
             out[m, n0 + n] = _dot(a, bp, m, n * K, K, L)
+
+
+@njit(**JIT)
+def gate_columns(h, w_parts, hg, H, groups, j0, j1):
+    """hg's columns of hidden units j0 .. j1-1 in every group (gate): h @ W^T for that slice,
+    W^T packed by pack_weight_slices (the hidden-unit split, see lstm.lstm_forward_columns)."""
+    for g in range(groups):
+        matmul_packed(h, w_parts[slice_offset(h.shape[1], groups, j0, j1, g):], hg, g * H + j0,
+                      j1 - j0)
+
+
+@njit(**JIT)
+def state_gradient_columns(t, dgates_t, w_parts, dh_new, dh, lengths, j0, j1, add):
+    """Columns j0 .. j1-1 of dL/dh_{t-1} = dgates_t @ W (W packed by pack_weight_slices(., 1,
+    .)) into dh_new, then into dh for the rows live at step t: copied, or added when add (GRU
+    keeps a pointwise part in dh)."""
+    matmul_packed(dgates_t, w_parts[slice_offset(dgates_t.shape[1], 1, j0, j1, 0):], dh_new, j0,
+                  j1 - j0)
+    for b in range(dh.shape[0]):
+        if t < lengths[b]:
+            if add:
+                for j in range(j0, j1):
+                    dh[b, j] += dh_new[b, j]
+            else:
+                for j in range(j0, j1):
+                    dh[b, j] = dh_new[b, j]
 
 
 @njit(**JIT)

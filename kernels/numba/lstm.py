@@ -14,7 +14,8 @@ from numba import njit
 
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import copy_live_rows, copy_row, fill_row, matmul_packed, slice_offset, unsigned
+from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
+                     state_gradient_columns, unsigned)
 from .team import barrier
 
 
@@ -224,8 +225,7 @@ def lstm_forward_columns(data, tid, size, xg, w_parts, jb, c, lengths, reverse, 
         for k in range(tid, jb.shape[0] - 1, size):
             j0, j1 = jb[k], jb[k + 1]
             n = j1 - j0
-            for g in range(4):
-                matmul_packed(cur, w_parts[slice_offset(H, 4, j0, j1, g):], hg, g * H + j0, n)
+            gate_columns(cur, w_parts, hg, H, 4, j0, j1)
             for b in range(B):
                 if t < lengths[b]:
                     _lstm_forward_row(n, H, xg[t, b, j0:], hg[b, j0:], gates[ts, b, j0:],
@@ -265,9 +265,5 @@ def lstm_backward_columns(data, tid, size, grad_out, dh, dc, gates, cs, c0, w_pa
                         fill_row(dgates[t, b, g * H + j0:], n, zero)
         barrier(data, size)
         for k in range(tid, jb.shape[0] - 1, size):
-            j0, j1 = jb[k], jb[k + 1]
-            n = j1 - j0
-            matmul_packed(dgates[t], w_parts[slice_offset(4 * H, 1, j0, j1, 0):], dh_new, j0, n)
-            for b in range(B):
-                if t < lengths[b]:
-                    copy_row(dh_new[b, j0:], dh[b, j0:], n)
+            state_gradient_columns(t, dgates[t], w_parts, dh_new, dh, lengths, jb[k], jb[k + 1],
+                                   False)

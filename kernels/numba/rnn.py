@@ -7,7 +7,8 @@ from numba import njit
 
 from .activations import tanh
 from .config import JIT
-from .linalg import copy_live_rows, copy_row, fill_row, matmul_packed, slice_offset
+from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
+                     state_gradient_columns)
 from .team import barrier
 
 
@@ -111,7 +112,7 @@ def rnn_forward_columns(data, tid, size, xg, w_parts, jb, lengths, reverse, relu
         for k in range(tid, jb.shape[0] - 1, size):
             j0, j1 = jb[k], jb[k + 1]
             n = j1 - j0
-            matmul_packed(cur, w_parts[slice_offset(H, 1, j0, j1, 0):], hg, j0, n)
+            gate_columns(cur, w_parts, hg, H, 1, j0, j1)
             for b in range(B):
                 if t < lengths[b]:
                     _rnn_forward_row(n, relu, xg[t, b, j0:], hg[b, j0:], out[t, b, j0:],
@@ -143,9 +144,5 @@ def rnn_backward_columns(data, tid, size, grad_out, dh, hs, w_parts, jb, lengths
                     fill_row(dgates[t, b, j0:], n, zero)
         barrier(data, size)
         for k in range(tid, jb.shape[0] - 1, size):
-            j0, j1 = jb[k], jb[k + 1]
-            n = j1 - j0
-            matmul_packed(dgates[t], w_parts[slice_offset(H, 1, j0, j1, 0):], dh_new, j0, n)
-            for b in range(B):
-                if t < lengths[b]:
-                    copy_row(dh_new[b, j0:], dh[b, j0:], n)
+            state_gradient_columns(t, dgates[t], w_parts, dh_new, dh, lengths, jb[k], jb[k + 1],
+                                   False)
