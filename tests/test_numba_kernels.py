@@ -251,6 +251,35 @@ def test_pack_weight_layout():
     np.testing.assert_array_equal(p[K * (2 * W + L):], b[:, 2 * W + L:].T.ravel())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_weight_any_strides(dtype):
+    # The compiled packers (a row-run copy, a blocked transposing copy) against the layout
+    # written with numpy views, for every kind of source the launchers pass: C-contiguous (W_hh
+    # for the backward), a transposed view (W_hh^T), and column slices of either (one hidden-
+    # unit slice of a gate, pack_weight_slices); K and N off every block size.
+    from fastrnn.kernels.numba.linalg import pack_weight, panel_width
+    W = panel_width(dtype)
+    L = W // 4
+
+    def reference(b):
+        K, N = b.shape
+        wide, narrow = N - N % W, N - N % L
+        parts = [b[:, n:n + W].ravel() for n in range(0, wide, W)]
+        parts += [b[:, n:n + L].ravel() for n in range(wide, narrow, L)]
+        parts += [b[:, n] for n in range(narrow, N)]
+        return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+    rng = np.random.default_rng(1)
+    for K, N in ((1, 1), (3, 2 * W + L + 5), (17, W), (33, 3 * W + 2 * L), (130, 67)):
+        full = rng.standard_normal((K, N + 7)).astype(dtype)
+        sources = {"contiguous": np.ascontiguousarray(full[:, :N]),
+                   "transposed": np.ascontiguousarray(full[:, :N].T).T,
+                   "column slice": full[:, 3:N + 3],
+                   "transposed slice": np.ascontiguousarray(full.T)[3:N + 3].T}
+        for name, b in sources.items():
+            np.testing.assert_array_equal(pack_weight(b), reference(b), err_msg=f"{name} {K}x{N}")
+
+
 def test_team_bounds_balance_live_steps():
     assert team.bounds(7, 3).tolist() == [0, 2, 4, 7]
     assert team.bounds(2, 2).tolist() == [0, 1, 2]
