@@ -35,13 +35,15 @@ def strategy(request, monkeypatch):
     """Both per-step strategies, each in one thread or with the batch split into chunks on
     torch's OpenMP team (3 chunks: more than the team has threads, and uneven for B = 7), and
     the compiled loop with the hidden units split into 3 slices (more than the team has
-    threads: one thread takes two; projected LSTMs take the row split)."""
+    threads: one thread takes two; projected LSTMs take the row split), its weight packed by
+    the threads too."""
     name = request.param
     monkeypatch.setattr(launch, "STRATEGY", "step" if name.startswith("torch_mm") else
                         "columns" if name == "columns" else "loop")
     split = name.endswith("_split") or name == "columns"
     monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
     monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0 if split else 1 << 62)
+    monkeypatch.setattr(launch, "PACK_SPLIT_MIN_BYTES", 0)
     if split:
         monkeypatch.setattr(team, "threads", lambda: 3)
     return request.param
@@ -278,6 +280,26 @@ def test_pack_weight_any_strides(dtype):
                    "transposed slice": np.ascontiguousarray(full.T)[3:N + 3].T}
         for name, b in sources.items():
             np.testing.assert_array_equal(pack_weight(b), reference(b), err_msg=f"{name} {K}x{N}")
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_pack_weight_slices_layout(transposed):
+    # Slice k's group g is pack_weight of that slice's columns of the group, at slice_offset;
+    # uneven slices (the last takes the rest) and a width off the vector size.
+    from fastrnn.kernels.numba.linalg import pack_weight, pack_weight_slices, slice_offset
+    rng = np.random.default_rng(2)
+    groups, n, K = 3, 37, 21
+    src = rng.standard_normal((groups * n, K) if transposed else (K, groups * n))
+    src = src.astype(np.float32)
+    b = src.T if transposed else src
+    bounds = np.array([0, 16, 32, n], dtype=np.int64)
+    packed = pack_weight_slices(src, transposed, groups, bounds)
+    for k in range(len(bounds) - 1):
+        j0, j1 = int(bounds[k]), int(bounds[k + 1])
+        for g in range(groups):
+            o = slice_offset(K, groups, j0, j1, g)
+            np.testing.assert_array_equal(packed[o:o + K * (j1 - j0)],
+                                          pack_weight(b[:, g * n + j0:g * n + j1]))
 
 
 def test_team_bounds_balance_live_steps():

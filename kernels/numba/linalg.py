@@ -93,21 +93,35 @@ def _pack_transposed(src, out, W, L):
         o += K
 
 
-def pack_weight_slices(b, groups, bounds):
-    """b (K, groups * n) whose columns are `groups` blocks of n (gates of n hidden units), as
-    one flat array holding, for each slice k of the hidden units (bounds[k] .. bounds[k+1]-1),
-    the slice's columns of every group, each packed by pack_weight, one after the other (so
-    slice k's group g starts at slice_offset(K, groups, bounds[k], bounds[k+1], g))."""
-    K = b.shape[0]
-    n = b.shape[1] // groups
-    out = np.empty(b.shape[0] * b.shape[1], b.dtype)
-    o = 0
+def pack_weight_slices(src, transposed, groups, bounds):
+    """b = src.T if transposed else src, src C-contiguous, b (K, groups * n) whose columns are
+    `groups` blocks of n (gates of n hidden units), as one flat array holding, for each slice k
+    of the hidden units (bounds[k] .. bounds[k+1]-1), the slice's columns of every group, each
+    packed by pack_weight, one after the other (so slice k's group g starts at
+    slice_offset(K, groups, bounds[k], bounds[k+1], g)). pack_slice fills one slice, so the
+    launcher can have each thread pack its own."""
+    out = np.empty(src.shape[0] * src.shape[1], src.dtype)
     for k in range(len(bounds) - 1):
-        j0, j1 = int(bounds[k]), int(bounds[k + 1])
-        for g in range(groups):
-            pack_weight(b[:, g * n + j0:g * n + j1], out[o:o + K * (j1 - j0)])
-            o += K * (j1 - j0)
+        pack_slice(src, transposed, out, groups, bounds, k)
     return out
+
+
+@njit(**JIT)
+def pack_slice(src, transposed, out, groups, bounds, k):
+    """Slice k of pack_weight_slices(src, transposed, groups, bounds) into out."""
+    K = src.shape[1] if transposed else src.shape[0]
+    n = (src.shape[0] if transposed else src.shape[1]) // groups
+    W = 4 * simd.lanes(out)
+    j0, j1 = bounds[k], bounds[k + 1]
+    size = K * (j1 - j0)
+    o = slice_offset(K, groups, j0, j1, 0)
+    for g in range(groups):
+        c0, c1 = g * n + j0, g * n + j1
+        if transposed:
+            _pack_transposed(src[c0:c1], out[o:o + size], W, W // 4)
+        else:
+            _pack(src[:, c0:c1], out[o:o + size], W, W // 4)
+        o += size
 
 
 @njit(inline="always")

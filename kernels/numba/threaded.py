@@ -15,6 +15,7 @@ from numba import cfunc, njit, types
 
 from .gru import (gru_backward_columns, gru_backward_recurrence, gru_backward_step,
                   gru_forward_columns, gru_forward_recurrence, gru_forward_step)
+from .linalg import pack_slice
 from .lstm import (lstm_backward_columns, lstm_backward_recurrence, lstm_backward_step,
                    lstm_forward_columns, lstm_forward_recurrence, lstm_forward_step)
 from .rnn import (rnn_backward_columns, rnn_backward_recurrence, rnn_backward_step,
@@ -482,6 +483,29 @@ def _rnn_backward_columns(data, dt):
 
 def rnn_backward_columns_entry(data):
     _by_dtype(data, _rnn_backward_columns)
+
+
+# ------------------------------------------------------------------------- weight packing
+
+
+@njit(**_CACHE)
+def _pack_slices(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    src, i = array2_words(w, FIRST_ARG, dt)
+    transposed, i = flag_word(w, i)
+    out, i = array1_words(w, i, dt)
+    groups, i = int_word(w, i)
+    slices, i = array1_words(w, i, np.int64)
+    k = claim(data)
+    while k < chunk_count(w):
+        for s in range(bounds[k], bounds[k + 1]):
+            pack_slice(src, transposed, out, groups, slices, s)
+        k = claim(data)
+
+
+def pack_slices_entry(data):
+    _by_dtype(data, _pack_slices)
 
 
 @functools.lru_cache(maxsize=None)
