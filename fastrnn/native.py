@@ -19,6 +19,7 @@ import os
 import torch
 
 from . import backends
+from .kernels.gemm import onednn_enabled
 from .ops import tracks_grad
 
 # The hidden sizes and batches where torch's fused LSTM was faster (see the module docstring).
@@ -36,8 +37,7 @@ def _torch_is_faster(device, dtype, B, H):
     LSTM for this device and dtype, and this size measured faster there."""
     return ((os.environ.get(backends.ENV_VAR) or "auto") == "auto"
             and torch.device(device).type == "cpu" and dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and _faster(B, H))
+            and onednn_enabled() and _faster(B, H))
 
 
 def explain(kind, B, H, dtype, device):

@@ -21,6 +21,17 @@ def _onednn_ops():
 
 
 _OPS = _onednn_ops()
+_AVAILABLE = torch.backends.mkldnn.is_available()
+
+
+def onednn_enabled():
+    """oneDNN is built in and not switched off. Read at every call (torch.backends.mkldnn.flags
+    can switch it), through the getter behind torch.backends.mkldnn.enabled (a third of the
+    property's cost)."""
+    if not _AVAILABLE:
+        return False
+    getter = getattr(torch._C, "_get_mkldnn_enabled", None)
+    return getter() if getter is not None else torch.backends.mkldnn.enabled
 
 
 def _onednn_ready(a, w):
@@ -28,8 +39,8 @@ def _onednn_ready(a, w):
 
 
 def _onednn_usable(device, dtype):
-    return (_OPS is not None and torch.device(device).type == "cpu" and dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+    return (_OPS is not None and dtype == torch.float32 and torch.device(device).type == "cpu"
+            and onednn_enabled())
 
 
 def packs(N, K, batch, dtype, device="cpu"):

@@ -178,6 +178,30 @@ def test_functional_call_uses_swapped_weights():
     torch.testing.assert_close(out, ref(x)[0], atol=3e-5, rtol=2e-4)
 
 
+def test_replaced_and_parametrized_weights_are_used():
+    # forward's fast "weights unchanged" check must not hide a weight assigned anew or one
+    # computed by a parametrization (it is no longer in _parameters).
+    from torch.nn.utils import parametrize
+    torch.manual_seed(0)
+    fast = fastrnn.LSTM(3, 4, backend="reference")
+    ref = nn.LSTM(3, 4)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 1, 3)
+    fast(x)
+    new = nn.Parameter(torch.randn(16, 4))
+    fast.weight_hh_l0 = new
+    ref.weight_hh_l0 = nn.Parameter(new.detach().clone())
+    torch.testing.assert_close(fast(x)[0], ref(x)[0], atol=3e-5, rtol=2e-4)
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    parametrize.register_parametrization(fast, "weight_ih_l0", Double())
+    parametrize.register_parametrization(ref, "weight_ih_l0", Double())
+    torch.testing.assert_close(fast(x)[0], ref(x)[0], atol=3e-5, rtol=2e-4)
+
+
 def test_env_override_is_read_at_each_call(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setenv("FASTRNN_BACKEND", "reference")
