@@ -25,43 +25,47 @@ def panel_width(dtype):
 
 
 def pack_weight(b, out=None):
-    """b (K, N), float32 or float64, any strides (a transposed view of a C-contiguous array
-    takes a transposing copy), as the flat packed array the product reads: N // W panels
-    of K x W (W = panel_width: 4 vectors), then panels one vector wide (K x lanes) for the
-    columns left, then the last N % lanes columns one after the other (each K long, so the
-    product reads them as contiguous dot products). Written into out (K * N elements) when
-    given."""
+    """b (K, N), float32 or float64, any strides, as the flat packed array the product reads:
+    N // W panels of K x W (W = panel_width: 4 vectors), then panels one vector wide (K x lanes)
+    for the columns left, then the last N % lanes columns one after the other (each K long, so
+    the product reads them as contiguous dot products). Written into out (K * N elements) when
+    given. A transposed view of a C-contiguous array (W_hh^T) is packed straight from it; other
+    non-contiguous b are copied first."""
     if out is None:
         out = np.empty(b.shape[0] * b.shape[1], b.dtype)
     W = panel_width(b.dtype)
     if b.T.flags.c_contiguous and not b.flags.c_contiguous:
         _pack_transposed(b.T, out, W, W // 4)
     else:
-        _pack(b, out, W, W // 4)
+        _pack(np.ascontiguousarray(b), 0, b.shape[1], out, W, W // 4)
     return out
 
 
 # The packers are compiled: numpy's strided copies of the same views ran at ~3 GB/s for a
 # transposed weight (12 ms for 16 MiB on the Zen 4 machine, a quarter of an LSTM layer's call)
-# and cost ~10 us of Python per call for small ones.
+# and cost ~10 us of Python per call for small ones (benchmarks/pack_rate.py).
 
 @njit(**JIT)
-def _pack(b, out, W, L):
-    """pack_weight of b with rows contiguous (or any strides): each panel row is a run of b's
-    row."""
-    K, N = b.shape
+def _pack(src, n_lo, n_hi, out, W, L):
+    """pack_weight of b = src[:, n_lo:n_hi], src C-contiguous: each panel row is a contiguous
+    run of a row of src."""
+    K = src.shape[0]
+    N = n_hi - n_lo
     wide = N - N % W
     narrow = N - N % L
+    s = src.ravel()
+    ld = src.shape[1]
     o = 0
     for n0, n1, w in ((0, wide, W), (wide, narrow, L)):
         for n in range(n0, n1, w):
             for k in range(K):
+                r = k * ld + n_lo + n
                 for c in range(w):
-                    out[unsigned(o + c)] = b[k, unsigned(n + c)]
+                    out[unsigned(o + c)] = s[unsigned(r + c)]
                 o += w
     for n in range(narrow, N):
         for k in range(K):
-            out[unsigned(o + k)] = b[k, n]
+            out[unsigned(o + k)] = s[unsigned(k * ld + n_lo + n)]
         o += K
 
 
@@ -120,7 +124,7 @@ def pack_slice(src, transposed, out, groups, bounds, k):
         if transposed:
             _pack_transposed(src[c0:c1], out[o:o + size], W, W // 4)
         else:
-            _pack(src[:, c0:c1], out[o:o + size], W, W // 4)
+            _pack(src, c0, c1, out[o:o + size], W, W // 4)
         o += size
 
 
