@@ -138,7 +138,7 @@ def gru_forward_columns(data, tid, size, xg, w_parts, jb, b_hn, lengths, reverse
                         gates, hn_lin, hbuf, hg):
     """All T steps of all rows, thread tid of size taking the slices of hidden units jb[k] ..
     jb[k+1]-1 for k = tid, tid + size, ... hbuf (2, B, H): hbuf[0] holds h0, hbuf[T % 2] gets
-    h_n. w_parts: W_hh^T packed by linalg.pack_weight_slices(., 3, jb). gates, hn_lin as in
+    h_n. w_parts: W_hh^T packed by linalg.pack_weight_slices(W_hh, True, 3, jb). gates, hn_lin as in
     gru_forward_recurrence; hg (B, 3H) scratch, each thread writing its own columns."""
     T, B = xg.shape[0], xg.shape[1]
     H = hbuf.shape[2]
@@ -171,7 +171,7 @@ def gru_backward_columns(data, tid, size, grad_out, dh, gates, hn_lin, h0, hs, w
                          lengths, reverse, dxgates, dhgates, dh_new):
     """gru_backward_recurrence with the hidden units split as in gru_forward_columns: gate
     gradients of each thread's units, a barrier, then its units' columns of the product.
-    w_parts: W_hh (3H, H) packed by linalg.pack_weight_slices(., 1, jb)."""
+    w_parts: W_hh (3H, H) packed by linalg.pack_weight_slices(W_hh, False, 1, jb)."""
     T, B = gates.shape[0], gates.shape[1]
     H = dh.shape[1]
     zero = gates.dtype.type(0)

@@ -212,7 +212,7 @@ def lstm_forward_columns(data, tid, size, xg, w_parts, jb, c, lengths, reverse, 
     """All T steps of all rows; thread tid of size takes the slices of hidden units jb[k] ..
     jb[k+1]-1 for k = tid, tid + size, ... hbuf (2, B, H): hbuf[0] holds h0, hbuf[T % 2] gets
     h_n (double-buffered: a step reads one while writing the other). c (B, H) holds c0 and becomes
-    c_n. w_parts: W_hh^T packed by linalg.pack_weight_slices(., 4, jb). gates, cs as in
+    c_n. w_parts: W_hh^T packed by linalg.pack_weight_slices(W_hh, True, 4, jb). gates, cs as in
     lstm_forward_recurrence; hg (B, 4H) scratch, each thread writing its own columns."""
     T, B = xg.shape[0], xg.shape[1]
     H = c.shape[1]
@@ -246,7 +246,7 @@ def lstm_backward_columns(data, tid, size, grad_out, dh, dc, gates, cs, c0, w_pa
     """lstm_backward_recurrence (without projection) with the hidden units split as in
     lstm_forward_columns: each thread computes the gate gradients of its units, then (after a
     barrier: the product needs every gate) its units' columns of dL/dh_{t-1}. w_parts: W_hh
-    (4H, H) packed by linalg.pack_weight_slices(., 1, jb)."""
+    (4H, H) packed by linalg.pack_weight_slices(W_hh, False, 1, jb)."""
     T, B = gates.shape[0], gates.shape[1]
     H = dc.shape[1]
     zero = gates.dtype.type(0)

@@ -101,7 +101,8 @@ def rnn_backward_recurrence(grad_out, dh, hs, w_hh_p, lengths, reverse, relu, dg
 def rnn_forward_columns(data, tid, size, xg, w_parts, jb, lengths, reverse, relu, out, hbuf, hg):
     """All T steps of all rows, thread tid of size taking the slices of hidden units jb[k] ..
     jb[k+1]-1 for k = tid, tid + size, ... hbuf (2, B, H): hbuf[0] holds h0, hbuf[T % 2] gets
-    h_n. w_parts: W_hh^T packed by linalg.pack_weight_slices(., 1, jb); hg (B, H) scratch."""
+    h_n. w_parts: W_hh^T packed by linalg.pack_weight_slices(W_hh, True, 1, jb); hg (B, H)
+    scratch."""
     T, B = xg.shape[0], xg.shape[1]
     H = hbuf.shape[2]
     zero = xg.dtype.type(0)
@@ -127,7 +128,7 @@ def rnn_forward_columns(data, tid, size, xg, w_parts, jb, lengths, reverse, relu
 def rnn_backward_columns(data, tid, size, grad_out, dh, hs, w_parts, jb, lengths, reverse, relu,
                          dgates, dh_new):
     """rnn_backward_recurrence with the hidden units split as in rnn_forward_columns.
-    w_parts: W_hh packed by linalg.pack_weight_slices(., 1, jb)."""
+    w_parts: W_hh packed by linalg.pack_weight_slices(W_hh, False, 1, jb)."""
     T, B = hs.shape[0], hs.shape[1]
     H = hs.shape[2]
     zero = hs.dtype.type(0)
