@@ -22,6 +22,8 @@ def _onednn_ops():
 
 _OPS = _onednn_ops()
 _AVAILABLE = torch.backends.mkldnn.is_available()
+# The getter behind torch.backends.mkldnn.enabled, when this torch has it (else the property).
+_GET_ENABLED = getattr(torch._C, "_get_mkldnn_enabled", None)
 
 
 def onednn_enabled():
@@ -30,8 +32,7 @@ def onednn_enabled():
     property's cost)."""
     if not _AVAILABLE:
         return False
-    getter = getattr(torch._C, "_get_mkldnn_enabled", None)
-    return getter() if getter is not None else torch.backends.mkldnn.enabled
+    return _GET_ENABLED() if _GET_ENABLED is not None else torch.backends.mkldnn.enabled
 
 
 def _onednn_ready(a, w):
