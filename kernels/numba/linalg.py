@@ -182,8 +182,8 @@ def gate_columns(h, w_parts, hg, H, groups, j0, j1):
 @njit(**JIT)
 def state_gradient_columns(t, dgates_t, w_parts, dh_new, dh, lengths, j0, j1, add):
     """Columns j0 .. j1-1 of dL/dh_{t-1} = dgates_t @ W (W packed by pack_weight_slices(W,
-    False, 1, .)) into dh_new, then into dh for the rows live at step t: copied, or added when add (GRU
-    keeps a pointwise part in dh)."""
+    False, 1, .)) into dh_new, then into dh for the rows live at step t: copied, or added when
+    add (GRU keeps a pointwise part in dh)."""
     matmul_packed(dgates_t, w_parts[slice_offset(dgates_t.shape[1], 1, j0, j1, 0):], dh_new, j0,
                   j1 - j0)
     for b in range(dh.shape[0]):
