@@ -294,11 +294,11 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
         step = _StepKernel(lstm_forward_step, threaded.lstm_forward_step_entry, cdt, B, B * H,
                            lengths, lens)
         for t in _order(T, reverse):
-            ts = t if need_grad else 0
-            step(t, ts, x_np, recurrent(h).numpy(), h_np, c_np, lens, proj, out_np, gates_np,
-                 cs_np, hpre_np)
+            step(t, bool(need_grad), x_np, recurrent(h).numpy(), h_np, c_np, lens, proj, out_np,
+                 gates_np, cs_np, hpre_np)
             if proj:
-                _run(lstm_project_step, t, project(hpre[ts]).numpy(), h_np, lens, out_np, 0, B)
+                hpre_t = hpre[t if need_grad else 0]
+                _run(lstm_project_step, t, project(hpre_t).numpy(), h_np, lens, out_np, 0, B)
     elif strategy == "columns":
         hbuf = empty((2, B, H), cdt)
         hbuf[0].copy_(h)

@@ -45,27 +45,44 @@ def _lstm_forward_row(n, H, xr, gr, sg, cb, cr, hr):
 
 
 @njit(**JIT)
-def lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, lo, hi):
+def _lstm_forward_row_inference(n, H, xr, gr, cb, hr):
+    """_lstm_forward_row when nothing is saved for backward: the gates and c_t are not stored
+    (five stores fewer per cell)."""
+    for j in range(n):
+        f, g, o = unsigned(H + j), unsigned(2 * H + j), unsigned(3 * H + j)
+        cn = (sigmoid(xr[f] + gr[f]) * cb[j]
+              + sigmoid(xr[j] + gr[j]) * tanh(xr[g] + gr[g]))
+        cb[j] = cn
+        hr[j] = sigmoid(xr[o] + gr[o]) * tanh(cn)
+
+
+@njit(**JIT)
+def lstm_forward_step(t, need_grad, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, lo, hi):
     """Pointwise part of step t for rows lo..hi-1 given hg = h_{t-1} W_hh^T (B, 4H). Updates c;
-    updates h unless proj (then hpre[ts] gets o * tanh(c) and lstm_project_step finishes)."""
+    updates h unless proj (then hpre[ts] gets o * tanh(c) and lstm_project_step finishes).
+    With need_grad, gates[t], cs[t] and hpre[t] are saved (ts = t); else ts = 0 and gates, cs
+    are not written."""
     H = c.shape[1]
+    ts = t if need_grad else 0
     zero = xg.dtype.type(0)
     for b in range(lo, hi):
         if t < lengths[b]:
-            if proj:
-                _lstm_forward_row(H, H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b],
-                                  hpre[ts, b])
+            hr = hpre[ts, b] if proj else out[t, b]
+            if need_grad:
+                _lstm_forward_row(H, H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b], hr)
             else:
-                ob = out[t, b]
-                _lstm_forward_row(H, H, xg[t, b], hg[b], gates[ts, b], c[b], cs[ts, b], ob)
-                copy_row(ob, h[b], H)
-        else:
+                _lstm_forward_row_inference(H, H, xg[t, b], hg[b], c[b], hr)
+            if not proj:
+                copy_row(hr, h[b], H)
+        elif need_grad:
             fill_row(gates[ts, b], 4 * H, zero)
             fill_row(cs[ts, b], H, zero)
             if proj:
                 fill_row(hpre[ts, b], H, zero)
             else:
                 fill_row(out[t, b], H, zero)
+        elif not proj:
+            fill_row(out[t, b], H, zero)
 
 
 @njit(**JIT)
@@ -97,7 +114,7 @@ def lstm_forward_recurrence(xg, w_hh_tp, w_hr_tp, h, c, lengths, reverse, proj, 
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
         matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1])
-        lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, lo, hi)
+        lstm_forward_step(t, need_grad, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, lo, hi)
         if proj:
             matmul_packed(hpre[ts, lo:hi], w_hr_tp, hproj[lo:hi], 0, hproj.shape[1])
             lstm_project_step(t, hproj, h, lengths, out, lo, hi)
@@ -228,14 +245,19 @@ def lstm_forward_columns(data, tid, size, xg, w_parts, jb, c, lengths, reverse, 
             gate_columns(cur, w_parts, hg, H, 4, j0, j1)
             for b in range(B):
                 if t < lengths[b]:
-                    _lstm_forward_row(n, H, xg[t, b, j0:], hg[b, j0:], gates[ts, b, j0:],
-                                      c[b, j0:], cs[ts, b, j0:], nxt[b, j0:])
+                    if need_grad:
+                        _lstm_forward_row(n, H, xg[t, b, j0:], hg[b, j0:], gates[ts, b, j0:],
+                                          c[b, j0:], cs[ts, b, j0:], nxt[b, j0:])
+                    else:
+                        _lstm_forward_row_inference(n, H, xg[t, b, j0:], hg[b, j0:], c[b, j0:],
+                                                    nxt[b, j0:])
                     copy_row(nxt[b, j0:], out[t, b, j0:], n)
                 else:
                     copy_row(cur[b, j0:], nxt[b, j0:], n)
-                    for g in range(4):
-                        fill_row(gates[ts, b, g * H + j0:], n, zero)
-                    fill_row(cs[ts, b, j0:], n, zero)
+                    if need_grad:
+                        for g in range(4):
+                            fill_row(gates[ts, b, g * H + j0:], n, zero)
+                        fill_row(cs[ts, b, j0:], n, zero)
                     fill_row(out[t, b, j0:], n, zero)
         barrier(data, size)
 

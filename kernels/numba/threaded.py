@@ -73,7 +73,7 @@ def _lstm_forward_step(data, dt):
     w = words(data)
     bounds = bounds_words(w)
     t, i = int_word(w, FIRST_ARG)
-    ts, i = int_word(w, i)
+    need_grad, i = flag_word(w, i)
     xg, i = array3_words(w, i, dt)
     hg, i = array2_words(w, i, dt)
     h, i = array2_words(w, i, dt)
@@ -86,8 +86,8 @@ def _lstm_forward_step(data, dt):
     hpre, i = array3_words(w, i, dt)
     k = claim(data)
     while k < chunk_count(w):
-        lstm_forward_step(t, ts, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, bounds[k],
-                          bounds[k + 1])
+        lstm_forward_step(t, need_grad, xg, hg, h, c, lengths, proj, out, gates, cs, hpre,
+                          bounds[k], bounds[k + 1])
         k = claim(data)
 
 
