@@ -11,7 +11,7 @@ tensor (B,) on x's device (see fastrnn.steps for the live-step rule).
 import torch
 from torch.autograd.function import once_differentiable
 
-from .kernels.gemm import linear
+from .kernels.gemm import RepeatedLinear, linear
 from .steps import previous_states
 
 
@@ -23,6 +23,43 @@ def _input_projection(x, w_ih, bias):
     """x W_ih^T + bias for every step at once: (T, B, I) -> (T, B, G*H)."""
     T, B, I = x.shape
     return linear(x.reshape(T * B, I), w_ih, bias).view(T, B, w_ih.shape[0])
+
+
+class InputProjection:
+    """x W_ih^T + bias on demand, a range of steps at a time, for a backend that sets
+    PROJECTS_INPUT (see fastrnn/reference.py). Such a backend can interleave the projection
+    with the recurrence in chunks that stay in cache instead of writing all T steps at once: a
+    large layer's whole projection is tens of MB of fresh memory, and its page faults alone cost
+    ~1 ms per 4 MB."""
+
+    def __init__(self, x, w_ih, bias):
+        self.x, self.w_ih, self.bias = x, w_ih, bias
+        self.shape = (x.shape[0], x.shape[1], w_ih.shape[0])
+        self.dtype, self.device = x.dtype, x.device
+
+    def full(self):
+        """All T steps as one (T, B, G*H) tensor."""
+        return _input_projection(self.x, self.w_ih, self.bias)
+
+    def chunks(self, steps, reverse):
+        """(t0, t1, projection of steps t0..t1-1) for consecutive ranges of ``steps`` steps, in
+        time order (the last range first when reverse). Each yielded tensor may be overwritten
+        by the next one: use it before asking for more."""
+        T, B, G = self.shape
+        I = self.x.shape[2]
+        product = RepeatedLinear(self.w_ih, min(steps, T) * B, self.bias)
+        starts = range(0, T, steps)
+        for t0 in (reversed(starts) if reverse else starts):
+            t1 = min(t0 + steps, T)
+            yield t0, t1, product(self.x[t0:t1].reshape((t1 - t0) * B, I)).view(t1 - t0, B, G)
+
+
+def _projection(x, w_ih, bias, backend):
+    """The input projection as the backend takes it: an InputProjection when the backend sets
+    PROJECTS_INPUT, else the (T, B, G*H) tensor."""
+    if getattr(backend, "PROJECTS_INPUT", False):
+        return InputProjection(x, w_ih, bias)
+    return _input_projection(x, w_ih, bias)
 
 
 def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
@@ -56,7 +93,7 @@ class LSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend):
         need_grad = any(ctx.needs_input_grad[:8])
-        xg = _input_projection(x, w_ih, _lstm_rnn_bias(b_ih, b_hh))
+        xg = _projection(x, w_ih, _lstm_rnn_bias(b_ih, b_hh), backend)
         w_hh, w_hr, h0, c0 = _c(w_hh), _c(w_hr), _c(h0), _c(c0)
         out, h_n, c_n, saved = backend.lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad)
         if need_grad:
@@ -91,7 +128,7 @@ class GRUFunction(torch.autograd.Function):
             xbias = b_ih.clone()
             xbias[: 2 * H] += b_hh[: 2 * H]
             b_hn = b_hh[2 * H:].contiguous()
-        xg = _input_projection(x, w_ih, xbias)
+        xg = _projection(x, w_ih, xbias, backend)
         w_hh, h0 = _c(w_hh), _c(h0)
         out, h_n, saved = backend.gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad)
         if need_grad:
@@ -118,7 +155,7 @@ class RNNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity, backend):
         need_grad = any(ctx.needs_input_grad[:6])
-        xg = _input_projection(x, w_ih, _lstm_rnn_bias(b_ih, b_hh))
+        xg = _projection(x, w_ih, _lstm_rnn_bias(b_ih, b_hh), backend)
         w_hh, h0 = _c(w_hh), _c(h0)
         out, h_n, saved = backend.rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad)
         if need_grad:

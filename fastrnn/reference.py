@@ -19,7 +19,9 @@ This file is also the specification of the backend interface. Every backend modu
 One layer, one direction, time-major. T steps, B sequences, H hidden, P = proj_size or H.
 - ``xg`` (T, B, G*H): input projection for all steps with the biases folded in. LSTM/RNN:
   x W_ih^T + b_ih + b_hh. GRU: x W_ih^T + b_ih + [b_hr, b_hz, 0]; ``b_hn`` (H,) or None is
-  passed apart because it sits inside r * (h W_hn^T + b_hn).
+  passed apart because it sits inside r * (h W_hn^T + b_hn). A backend that sets
+  ``PROJECTS_INPUT = True`` gets an ``ops.InputProjection`` instead (same shape, dtype and
+  device; ``full()`` gives the tensor, ``chunks(steps, reverse)`` a range of steps at a time).
 - ``w_hh`` (G*H, P); ``w_hr`` (P, H) or None; ``h0`` (B, P); ``c0`` (B, H).
 - ``lengths``: None (all sequences have T steps) or an int64 tensor (B,) on xg's device.
   Step t of sequence b is live when t < lengths[b], in both directions (see fastrnn.steps).

@@ -63,20 +63,21 @@ def linear(a, w, bias=None):
     """a (M, K) @ w (N, K)^T + bias, for a one-off product (the weight is not pre-packed)."""
     M, K = a.shape
     N = w.shape[0]
-    if M > 0 and _onednn_ready(a, w) and _worth_onednn(M, K, N):
+    if M > 0 and _worth_onednn(M, K, N) and _onednn_ready(a, w):   # cheap test first
         return _OPS[0](a.contiguous(), w.contiguous(), bias, "none", [], "")
     return a @ w.t() if bias is None else torch.addmm(bias, a, w.t())
 
 
 class RepeatedLinear:
-    """a @ w^T for many calls with one weight and one batch size (a recurrence's steps).
+    """a @ w^T (+ bias) for many calls with one weight and up to ``batch`` rows of a (a
+    recurrence's steps, or an input projection a few steps at a time).
 
     Packs the weight once into oneDNN's blocked layout when that pays; else uses torch.mm into
-    a preallocated buffer.
+    a preallocated buffer, which the next call overwrites.
     """
 
-    def __init__(self, w, batch):
-        self.w = w
+    def __init__(self, w, batch, bias=None):
+        self.w, self.bias = w, bias
         N, K = w.shape
         self.packed = None
         if packs(N, K, batch, w.dtype, w.device):
@@ -85,6 +86,10 @@ class RepeatedLinear:
 
     def __call__(self, a):
         if self.packed is not None:
-            return _OPS[0](a, self.packed, None, "none", [], "")
-        torch.mm(a, self.w.t(), out=self.out)
-        return self.out
+            return _OPS[0](a, self.packed, self.bias, "none", [], "")
+        out = self.out[:a.shape[0]]
+        if self.bias is None:
+            torch.mm(a, self.w.t(), out=out)
+        else:
+            torch.addmm(self.bias, a, self.w.t(), out=out)
+        return out

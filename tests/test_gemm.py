@@ -26,6 +26,12 @@ def test_linear_matches_mm(M, K, N, dtype):
     repeated = gemm.RepeatedLinear(w, M)
     for _ in range(2):
         torch.testing.assert_close(repeated(a).double(), exact_a @ exact_w.t(), **tol)
+    # With a bias, and fewer rows than it was made for (an input projection's last chunk).
+    with_bias = gemm.RepeatedLinear(w, M, b)
+    rows = max(M - 3, 0)
+    for _ in range(2):
+        torch.testing.assert_close(with_bias(a[:rows]).double(),
+                                   torch.addmm(exact_b, exact_a[:rows], exact_w.t()), **tol)
 
 
 def test_large_shapes_take_onednn_when_available():

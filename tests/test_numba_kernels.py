@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("numba")
 
-from fastrnn import reference  # noqa: E402
+from fastrnn import ops, reference  # noqa: E402
 from fastrnn.kernels import numba as nb  # noqa: E402
 from fastrnn.kernels.numba import launch, team  # noqa: E402
 
@@ -190,6 +190,76 @@ def test_no_grad_forward_matches_and_saves_nothing():
                                                             c["lengths"], False, "tanh", False))):
         c = make_case(cell, 5, 3, 7, "mixed")
         assert fwd(c)[2] == ()
+
+
+def _forward(backend, cell, c, xg, reverse, need_grad):
+    """The forward outputs (out, h_n[, c_n]) and saved tensors of one backend call."""
+    if cell.startswith("lstm"):
+        out, hn, cn, saved = backend.lstm_forward(xg, c["w_hh"], c["w_hr"], c["h0"], c["c0"],
+                                                  c["lengths"], reverse, need_grad)
+        return (out, hn, cn), saved
+    if cell.startswith("gru"):
+        out, hn, saved = backend.gru_forward(xg, c["w_hh"], c["b_hn"], c["h0"], c["lengths"],
+                                             reverse, need_grad)
+    else:
+        out, hn, saved = backend.rnn_forward(xg, c["w_hh"], c["h0"], c["lengths"], reverse,
+                                             cell.split("_")[1], need_grad)
+    return (out, hn), saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("lengths_kind", [None, "mixed"], ids=["nolen", "lens"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_no_grad_forward_matches_reference(cell, reverse, lengths_kind, dtype, strategy):
+    # Inference runs its own pointwise rows (LSTM: nothing saved), in every strategy.
+    case = make_case(cell, 11, 7, 33, lengths_kind)
+    case = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+            for k, v in case.items()}
+    got, saved = _forward(nb, cell, case, case["xg"], reverse, False)
+    assert saved == ()
+    want, _ = _forward(reference, cell, {k: (v.double() if isinstance(v, torch.Tensor) and
+                                             v.is_floating_point() else v)
+                                         for k, v in case.items()},
+                       case["xg"].double(), reverse, False)
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.double(), b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("need_grad", [False, True], ids=["infer", "train"])
+@pytest.mark.parametrize("lengths_kind", [None, "mixed"], ids=["nolen", "lens"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_input_projected_in_chunks_matches_whole(cell, reverse, lengths_kind, need_grad,
+                                                 monkeypatch):
+    # An ops.InputProjection is projected 3 steps at a time (the last chunk shorter), chunks
+    # interleaved with the recurrence; lengths are shifted per chunk. Against the reference run
+    # on the whole projection.
+    T, B, H, I = 11, 7, 33, 5
+    case = make_case(cell, T, B, H, lengths_kind)
+    G = case["xg"].shape[2]
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(T, B, I, generator=g, dtype=torch.float64) * 2 - 1
+    w_ih = torch.rand(G, I, generator=g, dtype=torch.float64) - 0.5
+    bias = torch.rand(G, generator=g, dtype=torch.float64) - 0.5
+    whole = ops._input_projection(x, w_ih, bias)
+    monkeypatch.setattr(launch, "STRATEGY", "loop")
+    monkeypatch.setattr(launch, "PROJECT_IN_CHUNKS_FROM", 0)
+    monkeypatch.setattr(launch, "PROJECT_CHUNK_BYTES", 3 * B * G * 8)
+    chunks = list(ops.InputProjection(x, w_ih, bias).chunks(3, reverse))
+    assert [t0 for t0, _, _ in chunks] == ([9, 6, 3, 0] if reverse else [0, 3, 6, 9])
+    got, saved = _forward(nb, cell, case, ops.InputProjection(x, w_ih, bias), reverse,
+                          need_grad)
+    want, _ = _forward(reference, cell, case, whole, reverse, need_grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+    if need_grad:
+        # What backward reads: the same saved tensors as a forward on the whole projection.
+        whole_saved = _forward(nb, cell, case, whole, reverse, True)[1]
+        assert len(saved) == len(whole_saved)
+        for a, b in zip(saved, whole_saved):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
 def test_inputs_are_not_modified():

@@ -15,8 +15,8 @@ so users never meet this.)
 
 import torch
 
-from .launch import (explain, gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
-                     rnn_forward)
+from .launch import (PROJECTS_INPUT, explain, gru_backward, gru_forward, lstm_backward,
+                     lstm_forward, rnn_backward, rnn_forward)
 
 NAME = "numba"
 
@@ -27,5 +27,5 @@ def supports(device, dtype):
     return torch.device(device).type == "cpu" and dtype in _DTYPES
 
 
-__all__ = ["NAME", "supports", "explain", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+__all__ = ["NAME", "PROJECTS_INPUT", "supports", "explain", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
            "rnn_forward", "rnn_backward"]
