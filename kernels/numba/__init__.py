@@ -27,5 +27,5 @@ def supports(device, dtype):
     return torch.device(device).type == "cpu" and dtype in _DTYPES
 
 
-__all__ = ["NAME", "PROJECTS_INPUT", "supports", "explain", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
-           "rnn_forward", "rnn_backward"]
+__all__ = ["NAME", "PROJECTS_INPUT", "supports", "explain", "lstm_forward", "lstm_backward",
+           "gru_forward", "gru_backward", "rnn_forward", "rnn_backward"]

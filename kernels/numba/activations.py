@@ -181,4 +181,3 @@ def _tanh_impl(x):
     if x == types.float64:
         return lambda x: tanh64(x)
     return None
-
