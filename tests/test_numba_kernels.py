@@ -3,8 +3,8 @@
 Every forward output (out, h_n, c_n) and every backward return is compared with the float64
 oracle, for both per-step strategies (one compiled loop, or a GEMM per step), each in one thread
 or split over torch's threads (rows, or for the loop also hidden units), both directions, with
-and without variable lengths. Every buffer the launcher allocates is NaN-poisoned, so an element
-the kernel forgets to write fails the comparison.
+and without variable lengths. Every buffer the launcher allocates is NaN-poisoned (outputs and
+scratch), so an element the kernel forgets to write fails the comparison.
 """
 
 import numpy as np
@@ -27,7 +27,11 @@ def poison(monkeypatch):
     def nan_empty(shape, dtype):
         return torch.full(shape, float("nan"), dtype=dtype)
 
+    def nan_scratch(shape, dtype):
+        return nan_empty(shape, dtype).numpy()
+
     monkeypatch.setattr(launch, "empty", nan_empty)
+    monkeypatch.setattr(launch, "scratch", nan_scratch)
 
 
 @pytest.fixture(params=["loop", "loop_split", "columns", "torch_mm", "torch_mm_split"])
@@ -43,6 +47,7 @@ def strategy(request, monkeypatch):
     split = name.endswith("_split") or name == "columns"
     monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
     monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0 if split else 1 << 62)
+    monkeypatch.setattr(launch, "SPLIT_MIN_CELLS_ONE_STEP", 0 if split else 1 << 62)
     monkeypatch.setattr(launch, "PACK_SPLIT_MIN_BYTES", 0)
     if split:
         monkeypatch.setattr(team, "threads", lambda: 3)
@@ -439,15 +444,33 @@ def test_strategy_rule(kind, B, H, strategy):
     assert expected in line and (strategy != "loop" or "hidden" not in line), line
 
 
+@pytest.mark.parametrize("kind,B,H", [("lstm", 1, 64), ("gru", 16, 256), ("rnn", 64, 1024),
+                                      ("lstm", 2, 512)])
+def test_single_step_takes_the_step_path_without_packing(kind, B, H, monkeypatch):
+    # A cell (T = 1) whatever its size: packing W_hh for the compiled loop or for oneDNN would
+    # cost more than the one step it serves.
+    assert "per step:" in nb.explain(kind, 1, B, H)
+
+    def no_packing(*args, **kwargs):
+        raise AssertionError("a single step packed its weight")
+
+    monkeypatch.setattr(launch, "RepeatedLinear", no_packing)
+    monkeypatch.setattr(launch, "pack_weight", no_packing)
+    monkeypatch.setattr(launch, "pack_weight_slices", no_packing)
+    cell = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}[kind]
+    case = make_case(cell, 1, B, H, None)
+    check(cell, case, False, torch.float32)
+
+
 def test_projected_lstm_never_splits_hidden_units(monkeypatch):
     monkeypatch.setattr(launch, "STRATEGY", "columns")
-    assert launch._strategy(1, 256, 1024, torch.float32, proj=True) == "loop"
+    assert launch._strategy(10, 1, 256, 1024, torch.float32, proj=True) == "loop"
     monkeypatch.setattr(launch, "STRATEGY", "auto")
-    assert launch._strategy(1, 512, 2048, torch.float32, proj=True) != "columns"
+    assert launch._strategy(10, 1, 512, 2048, torch.float32, proj=True) != "columns"
 
 
 def test_one_thread_never_splits_hidden_units(monkeypatch):
     monkeypatch.setattr(team, "threads", lambda: 1)
-    assert launch._strategy(1, 512, 2048, torch.float32) != "columns"
+    assert launch._strategy(10, 1, 512, 2048, torch.float32) != "columns"
 
 

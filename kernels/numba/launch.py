@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from numba.core.errors import NumbaError
 
-from ..gemm import RepeatedLinear, packs
+from ..gemm import RepeatedLinear, linear, packs
 from . import team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
@@ -36,6 +36,9 @@ _HALF = (torch.float16, torch.bfloat16)
 # and from 512 KiB at 1-2 rows (1.07-1.35x); it lost to the loop below that (down to 0.76x). The
 # row-split loop won up to 3 MiB at any batch (and 4 MiB from 8 rows), also on the 2-core AMD
 # EPYC this rule was first measured on; the step GEMM wins beyond that.
+# A single step (the cells, T = 1) always takes "step": the compiled loops pack the weight first
+# (7 us for LSTM H=64, 28 us for H=128, ~0.5 ms for H=512), which only pays over many steps, and
+# the step product is then a one-off GEMM (no oneDNN packing either, see _step_product).
 # STRATEGY "loop", "columns" or "step" forces one (tests, benchmarks); projected LSTMs have no
 # "columns" kernel and take the loop instead.
 STRATEGY = "auto"
@@ -53,6 +56,9 @@ LOOP_MIN_ROWS_LARGE_WEIGHT = 8
 # measured 1.3-1.8x slower than one thread at 2^18, 1.1-1.2x faster from 2^20.
 SPLIT_MIN_MACS = 1 << 20
 SPLIT_MIN_CELLS = 1 << 12
+# A single step (the cells) pays the packing for one update only: splitting it measured slower
+# up to 2^14 cells (LSTM, 178 vs 148 us at 16 x 256) and ~5% faster from 2^15.
+SPLIT_MIN_CELLS_ONE_STEP = 1 << 15
 # Packing a weight for the "columns" kernels is split over the threads from this size (the
 # split's ~20 us of argument packing is then under a tenth of the copy).
 PACK_SPLIT_MIN_BYTES = 1 << 20
@@ -72,8 +78,19 @@ PROJECTS_INPUT = True   # the forwards take an ops.InputProjection as xg (fastrn
 
 
 def empty(shape, dtype):
-    """Allocation for every output and buffer (tests swap it for a NaN-filled one)."""
+    """Allocation for every tensor handed back to the caller: outputs and what backward keeps
+    (tests swap it for a NaN-filled one)."""
     return torch.empty(shape, dtype=dtype)
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def scratch(shape, cdt):
+    """A work buffer only the kernels see, as a numpy array (np.empty costs a tenth of
+    torch.empty(...).numpy(), which adds up over a small layer's five or six buffers). Tests
+    swap it for a NaN-filled one, as they do empty."""
+    return np.empty(shape, _NUMPY_DTYPES[cdt])
 
 
 def _compute_dtype(dtype):
@@ -123,13 +140,12 @@ def _from_step(lens, t0):
 
 
 def _state(init, shape, cdt):
-    """A fresh compute-dtype buffer holding init (or zeros when init is None)."""
-    buf = empty(shape, cdt)
+    """A fresh compute-dtype buffer holding init (contiguous, as every tensor passed in), or
+    zeros when init is None."""
     if init is None:
-        buf.zero_()
-    else:
-        buf.copy_(init.detach())
-    return buf
+        return torch.zeros(shape, dtype=cdt)
+    init = init.detach()
+    return init.to(cdt) if init.dtype != cdt else init.clone()
 
 
 @functools.lru_cache(maxsize=64)
@@ -145,14 +161,16 @@ def _lengths(lengths, B, T):
     return lengths.detach().to("cpu", torch.int64).contiguous().numpy()
 
 
-def _strategy(B, K, N, cdt, proj=False):
-    """"loop", "columns" or "step" for a recurrence whose per-step product is (B, K) x (K, N)
-    (see STRATEGY)."""
+def _strategy(T, B, K, N, cdt, proj=False):
+    """"loop", "columns" or "step" for a recurrence of T steps whose per-step product is
+    (B, K) x (K, N) (see STRATEGY)."""
     if B < 1:
         return "loop"
     columns = not proj and team.threads() > 1
     if STRATEGY != "auto":
         return "loop" if STRATEGY == "columns" and not columns else STRATEGY
+    if T == 1:
+        return "step"   # a cell: packing the weight for the compiled loop costs more than the step
     weight = K * N * cdt.itemsize
     if columns and ((weight >= COLUMNS_MIN_WEIGHT_BYTES and B <= COLUMNS_MAX_ROWS) or
                     (weight >= COLUMNS_FEW_ROWS_MIN_WEIGHT_BYTES and B <= COLUMNS_FEW_ROWS)):
@@ -201,7 +219,7 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
     P = P or H
     G = _GATES[kind] * H
     cdt = _compute_dtype(dtype)
-    strategy = _strategy(B, P, G, cdt, P != H)
+    strategy = _strategy(T, B, P, G, cdt, P != H)
     if strategy == "columns":
         threads = len(_hidden_slices(H, cdt)) - 1
         return (f"one compiled loop over {T} steps (product {B}x{P}x{G} per step), hidden units "
@@ -211,7 +229,7 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
         split = f", batch split over {chunks} threads" if chunks > 1 else ""
         return f"one compiled loop over {T} steps (product {B}x{P}x{G} per step){split}"
     gemm = "oneDNN packed GEMM" if packs(G, P, B, cdt) else "torch.mm"
-    chunks = _chunks(B, B * H, SPLIT_MIN_CELLS)
+    chunks = _chunks(B, B * H, SPLIT_MIN_CELLS if T > 1 else SPLIT_MIN_CELLS_ONE_STEP)
     split = f" on {chunks} threads" if chunks > 1 else ""
     return f"per step: {gemm} {B}x{P}x{G} + compiled pointwise update{split}"
 
@@ -264,15 +282,27 @@ def _recurrence(kernel, entry, cdt, B, macs, lengths, lens, *args):
     team.run(_compiled(entry), team.pack(cdt.itemsize, _bounds(B, chunks, lengths, lens), *args))
 
 
+def _step_product(w, B, T):
+    """a -> a @ w^T for the per-step strategy's T steps of up to B rows. The weight is packed
+    once for oneDNN when several steps reuse it (gemm.RepeatedLinear); a single step takes a
+    one-off product instead (packing would cost more than it saves), through torch.mm when w is
+    a transposed view (the backward's W_hh^T: no copy)."""
+    if T > 1:
+        return RepeatedLinear(w.contiguous(), B)
+    if w.is_contiguous():
+        return lambda a: linear(a, w)
+    return lambda a: torch.mm(a, w.t())
+
+
 class _StepKernel:
     """A pointwise step kernel(*args, lo, hi) called once per step over all B rows.
 
     Split into chunks on torch's OpenMP team when the step is big enough; the words are packed
     once and only the arguments that changed since the last step are rewritten."""
 
-    def __init__(self, kernel, entry, cdt, B, cells, lengths, lens):
+    def __init__(self, kernel, entry, cdt, T, B, cells, lengths, lens):
         self.kernel, self.B = kernel, B
-        self.chunks = _chunks(B, cells, SPLIT_MIN_CELLS)
+        self.chunks = _chunks(B, cells, SPLIT_MIN_CELLS if T > 1 else SPLIT_MIN_CELLS_ONE_STEP)
         self.float_size = cdt.itemsize
         if self.chunks > 1:
             self.bounds = _bounds(B, self.chunks, lengths, lens)
@@ -314,23 +344,26 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
     H = G // 4
     P = w_hh.shape[1]
     proj = w_hr is not None
-    Ts = T if need_grad else 1
     out = empty((T, B, P), cdt)
     h = _state(h0, (B, P), cdt)
     c = _state(c0, (B, H), cdt)
-    gates = empty((Ts, B, 4 * H), cdt)
-    cs = empty((Ts, B, H), cdt)
-    hpre = empty((Ts, B, H), cdt) if proj else None
-    lens, h_np, out_np = _lengths(lengths, B, T), h.numpy(), out.numpy()
+    if need_grad:
+        gates, cs = empty((T, B, G), cdt), empty((T, B, H), cdt)
+        hpre = empty((T, B, H), cdt) if proj else None
+        gates_np, cs_np = gates.numpy(), cs.numpy()
+    else:
+        # Nothing is saved: one step of scratch, rewritten every step.
+        gates_np, cs_np = scratch((1, B, G), cdt), scratch((1, B, H), cdt)
+        hpre = torch.from_numpy(scratch((1, B, H), cdt)) if proj else None
+    lens, h_np, c_np, out_np = _lengths(lengths, B, T), h.numpy(), c.numpy(), out.numpy()
     hpre_np = hpre.numpy() if proj else _dummy(cdt, 3)
-    strategy = _strategy(B, P, G, cdt, proj)
+    strategy = _strategy(T, B, P, G, cdt, proj)
     if strategy != "loop":
         x_np = _np(_whole(xg), cdt)
     if strategy == "step":
-        recurrent = RepeatedLinear(w_hh.to(cdt), B)
-        project = RepeatedLinear(w_hr.to(cdt), B) if proj else None
-        c_np, gates_np, cs_np = c.numpy(), gates.numpy(), cs.numpy()
-        step = _StepKernel(lstm_forward_step, threaded.lstm_forward_step_entry, cdt, B, B * H,
+        recurrent = _step_product(w_hh.to(cdt), B, T)
+        project = _step_product(w_hr.to(cdt), B, T) if proj else None
+        step = _StepKernel(lstm_forward_step, threaded.lstm_forward_step_entry, cdt, T, B, B * H,
                            lengths, lens)
         for t in _order(T, reverse):
             step(t, bool(need_grad), x_np, recurrent(h).numpy(), h_np, c_np, lens, proj, out_np,
@@ -339,21 +372,20 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
                 hpre_t = hpre[t if need_grad else 0]
                 _run(lstm_project_step, t, project(hpre_t).numpy(), h_np, lens, out_np, 0, B)
     elif strategy == "columns":
-        hbuf = empty((2, B, H), cdt)
-        hbuf[0].copy_(h)
+        hbuf = scratch((2, B, H), cdt)
+        hbuf[0] = h_np
         slices = _hidden_slices(H, cdt)
         _run_columns(threaded.lstm_forward_columns_entry, cdt, slices, x_np,
-                     _packed_slices(w_hh, True, 4, slices, cdt), c.numpy(), lens,
-                     bool(reverse), bool(need_grad), out_np, gates.numpy(), cs.numpy(),
-                     hbuf.numpy(), empty((B, G), cdt).numpy())
-        h.copy_(hbuf[T % 2])
+                     _packed_slices(w_hh, True, 4, slices, cdt), c_np, lens,
+                     bool(reverse), bool(need_grad), out_np, gates_np, cs_np, hbuf,
+                     scratch((B, G), cdt))
+        h_np[...] = hbuf[T % 2]
     else:
         # Scratch for the compiled loop's products (the per-step path gets them from the GEMM).
-        hg_np = empty((B, G), cdt).numpy()
-        hproj_np = empty((B, P), cdt).numpy() if proj else _dummy(cdt, 2)
+        hg_np = scratch((B, G), cdt)
+        hproj_np = scratch((B, P), cdt) if proj else _dummy(cdt, 2)
         w_hh_tp = _packed(w_hh.t(), cdt)
         w_hr_tp = _packed(w_hr.t(), cdt) if proj else _dummy(cdt, 1)
-        c_np, gates_np, cs_np = c.numpy(), gates.numpy(), cs.numpy()
         for t0, t1, x_np in _time_chunks(xg, reverse, cdt):
             kept = slice(t0, t1) if need_grad else slice(0, 1)    # what the steps save
             _recurrence(lstm_forward_recurrence, threaded.lstm_forward_recurrence_entry, cdt, B,
@@ -380,20 +412,21 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     dh = _state(grad_hn, (B, P), cdt)
     dc = _state(grad_cn, (B, H), cdt)
     go = _grad(grad_out, (T, B, P), cdt).numpy()
-    c0_np = _np(_state(c0, (B, H), cdt), cdt)
+    c0_np = _np(c0, cdt)            # read only
     dgates = empty((T, B, G), cdt)
     dht_all = empty((T, B, P), cdt) if proj else None
-    dhp = empty((B, H), cdt)
+    dhp_np = scratch((B, H), cdt)
     lens = _lengths(lengths, B, T)
-    step_args = (go, dh.numpy(), dc.numpy(), dhp.numpy(), gates.numpy(), cs.numpy(), c0_np, lens,
+    step_args = (go, dh.numpy(), dc.numpy(), dhp_np, gates.numpy(), cs.numpy(), c0_np, lens,
                  proj, dgates.numpy())
     dht_np = dht_all.numpy() if proj else _dummy(cdt, 3)
-    strategy = _strategy(B, G, P, cdt, proj)
+    strategy = _strategy(T, B, G, P, cdt, proj)
     if strategy == "step":
-        back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
-        back_proj = RepeatedLinear(w_hr.to(cdt).t().contiguous(), B) if proj else None
-        step = _StepKernel(lstm_backward_step, threaded.lstm_backward_step_entry, cdt, B, B * H,
+        back = _step_product(w_hh.to(cdt).t(), B, T)
+        back_proj = _step_product(w_hr.to(cdt).t(), B, T) if proj else None
+        step = _StepKernel(lstm_backward_step, threaded.lstm_backward_step_entry, cdt, T, B, B * H,
                            lengths, lens)
+        dhp = torch.from_numpy(dhp_np)
         for t in _order(T, not reverse):
             if proj:
                 _run(lstm_backward_dht, t, step_args[1], go, lens, dht_np, 0, B)
@@ -405,13 +438,13 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
         _run_columns(threaded.lstm_backward_columns_entry, cdt, slices, go, dh.numpy(),
                      dc.numpy(), gates.numpy(), cs.numpy(), c0_np,
                      _packed_slices(w_hh, False, 1, slices, cdt), lens, bool(reverse),
-                     dgates.numpy(), empty((B, P), cdt).numpy())
+                     dgates.numpy(), scratch((B, P), cdt))
     else:
         _recurrence(lstm_backward_recurrence, threaded.lstm_backward_recurrence_entry, cdt, B,
                     T * B * G * (P + (H if proj else 0)), lengths, lens, go, dh.numpy(),
                     dc.numpy(), gates.numpy(), cs.numpy(), c0_np, _packed(w_hh, cdt),
                     _packed(w_hr, cdt) if proj else _dummy(cdt, 1), lens, bool(reverse), proj,
-                    dgates.numpy(), dht_np, dhp.numpy(), empty((B, P), cdt).numpy())
+                    dgates.numpy(), dht_np, dhp_np, scratch((B, P), cdt))
     dw_hr = None
     if proj:
         # One GEMM over all steps instead of T small ones; dead steps have dht = 0.
@@ -437,36 +470,36 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
     cdt = _compute_dtype(dtype)
     T, B, G = xg.shape
     H = G // 3
-    Ts = T if need_grad else 1
     out = empty((T, B, H), cdt)
     h = _state(h0, (B, H), cdt)
-    gates = empty((Ts, B, G), cdt)
-    hn_lin = empty((Ts, B, H), cdt)
-    bias = _np(b_hn, cdt) if b_hn is not None else _np(torch.zeros(H, dtype=cdt), cdt)
-    lens = _lengths(lengths, B, T)
-    strategy = _strategy(B, H, G, cdt)
+    if need_grad:
+        gates, hn_lin = empty((T, B, G), cdt), empty((T, B, H), cdt)
+        gates_np, hn_np = gates.numpy(), hn_lin.numpy()
+    else:
+        gates_np, hn_np = scratch((1, B, G), cdt), scratch((1, B, H), cdt)
+    bias = _np(b_hn, cdt) if b_hn is not None else np.zeros(H, _NUMPY_DTYPES[cdt])
+    lens, h_np, out_np = _lengths(lengths, B, T), h.numpy(), out.numpy()
+    strategy = _strategy(T, B, H, G, cdt)
     if strategy != "loop":
         x_np = _np(_whole(xg), cdt)
     if strategy == "step":
-        recurrent = RepeatedLinear(w_hh.to(cdt), B)
-        h_np, out_np, gates_np, hn_np = h.numpy(), out.numpy(), gates.numpy(), hn_lin.numpy()
-        step = _StepKernel(gru_forward_step, threaded.gru_forward_step_entry, cdt, B, B * H,
+        recurrent = _step_product(w_hh.to(cdt), B, T)
+        step = _StepKernel(gru_forward_step, threaded.gru_forward_step_entry, cdt, T, B, B * H,
                            lengths, lens)
         for t in _order(T, reverse):
             step(t, t if need_grad else 0, x_np, recurrent(h).numpy(), bias, h_np, lens, out_np,
                  gates_np, hn_np)
     elif strategy == "columns":
-        hbuf = empty((2, B, H), cdt)
-        hbuf[0].copy_(h)
+        hbuf = scratch((2, B, H), cdt)
+        hbuf[0] = h_np
         slices = _hidden_slices(H, cdt)
         _run_columns(threaded.gru_forward_columns_entry, cdt, slices, x_np,
                      _packed_slices(w_hh, True, 3, slices, cdt), bias, lens,
-                     bool(reverse), bool(need_grad), out.numpy(), gates.numpy(), hn_lin.numpy(),
-                     hbuf.numpy(), empty((B, G), cdt).numpy())
-        h.copy_(hbuf[T % 2])
+                     bool(reverse), bool(need_grad), out_np, gates_np, hn_np, hbuf,
+                     scratch((B, G), cdt))
+        h_np[...] = hbuf[T % 2]
     else:
-        w_hh_tp, h_np, out_np = _packed(w_hh.t(), cdt), h.numpy(), out.numpy()
-        gates_np, hn_np, hg_np = gates.numpy(), hn_lin.numpy(), empty((B, G), cdt).numpy()
+        w_hh_tp, hg_np = _packed(w_hh.t(), cdt), scratch((B, G), cdt)
         for t0, t1, x_np in _time_chunks(xg, reverse, cdt):
             kept = slice(t0, t1) if need_grad else slice(0, 1)
             _recurrence(gru_forward_recurrence, threaded.gru_forward_recurrence_entry, cdt, B,
@@ -489,16 +522,16 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
     hs = saved[2] if len(saved) > 2 else out
     dh = _state(grad_hn, (B, H), cdt)
     go = _grad(grad_out, (T, B, H), cdt).numpy()
-    h0_np = _np(_state(h0, (B, H), cdt), cdt)
+    h0_np = _np(h0, cdt)            # read only
     dxgates = empty((T, B, G), cdt)
     dhgates = empty((T, B, G), cdt)
     lens = _lengths(lengths, B, T)
-    strategy = _strategy(B, G, H, cdt)
+    strategy = _strategy(T, B, G, H, cdt)
     if strategy == "step":
-        back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
+        back = _step_product(w_hh.to(cdt).t(), B, T)
         step_args = (go, dh.numpy(), gates.numpy(), hn_lin.numpy(), h0_np, _np(hs, cdt), lens,
                      dxgates.numpy(), dhgates.numpy())
-        step = _StepKernel(gru_backward_step, threaded.gru_backward_step_entry, cdt, B, B * H,
+        step = _StepKernel(gru_backward_step, threaded.gru_backward_step_entry, cdt, T, B, B * H,
                            lengths, lens)
         for t in _order(T, not reverse):
             step(t, bool(reverse), *step_args)
@@ -508,12 +541,12 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
         _run_columns(threaded.gru_backward_columns_entry, cdt, slices, go, dh.numpy(),
                      gates.numpy(), hn_lin.numpy(), h0_np, _np(hs, cdt),
                      _packed_slices(w_hh, False, 1, slices, cdt), lens, bool(reverse),
-                     dxgates.numpy(), dhgates.numpy(), empty((B, H), cdt).numpy())
+                     dxgates.numpy(), dhgates.numpy(), scratch((B, H), cdt))
     else:
         _recurrence(gru_backward_recurrence, threaded.gru_backward_recurrence_entry, cdt, B,
                     T * B * G * H, lengths, lens, go, dh.numpy(), gates.numpy(), hn_lin.numpy(),
                     h0_np, _np(hs, cdt), _packed(w_hh, cdt), lens, bool(reverse), dxgates.numpy(),
-                    dhgates.numpy(), empty((B, H), cdt).numpy())
+                    dhgates.numpy(), scratch((B, H), cdt))
     return _out(dxgates, dtype), _out(dhgates, dtype), _out(dh, dtype)
 
 
@@ -533,28 +566,26 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
     T, B, H = xg.shape
     out = empty((T, B, H), cdt)
     h = _state(h0, (B, H), cdt)
-    lens = _lengths(lengths, B, T)
-    strategy = _strategy(B, H, H, cdt)
+    lens, h_np, out_np = _lengths(lengths, B, T), h.numpy(), out.numpy()
+    strategy = _strategy(T, B, H, H, cdt)
     if strategy != "loop":
         x_np = _np(_whole(xg), cdt)
     if strategy == "step":
-        recurrent = RepeatedLinear(w_hh.to(cdt), B)
-        h_np, out_np = h.numpy(), out.numpy()
-        step = _StepKernel(rnn_forward_step, threaded.rnn_forward_step_entry, cdt, B, B * H,
+        recurrent = _step_product(w_hh.to(cdt), B, T)
+        step = _StepKernel(rnn_forward_step, threaded.rnn_forward_step_entry, cdt, T, B, B * H,
                            lengths, lens)
         for t in _order(T, reverse):
             step(t, x_np, recurrent(h).numpy(), h_np, lens, relu, out_np)
     elif strategy == "columns":
-        hbuf = empty((2, B, H), cdt)
-        hbuf[0].copy_(h)
+        hbuf = scratch((2, B, H), cdt)
+        hbuf[0] = h_np
         slices = _hidden_slices(H, cdt)
         _run_columns(threaded.rnn_forward_columns_entry, cdt, slices, x_np,
                      _packed_slices(w_hh, True, 1, slices, cdt), lens, bool(reverse),
-                     relu, out.numpy(), hbuf.numpy(), empty((B, H), cdt).numpy())
-        h.copy_(hbuf[T % 2])
+                     relu, out_np, hbuf, scratch((B, H), cdt))
+        h_np[...] = hbuf[T % 2]
     else:
-        w_hh_tp, h_np, out_np = _packed(w_hh.t(), cdt), h.numpy(), out.numpy()
-        hg_np = empty((B, H), cdt).numpy()
+        w_hh_tp, hg_np = _packed(w_hh.t(), cdt), scratch((B, H), cdt)
         for t0, t1, x_np in _time_chunks(xg, reverse, cdt):
             _recurrence(rnn_forward_recurrence, threaded.rnn_forward_recurrence_entry, cdt, B,
                         T * B * H * H, lengths, lens, x_np, w_hh_tp, h_np, _from_step(lens, t0),
@@ -575,11 +606,11 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
     hs_np = _np(hs, cdt)
     dgates = empty((T, B, H), cdt)
     lens = _lengths(lengths, B, T)
-    strategy = _strategy(B, H, H, cdt)
+    strategy = _strategy(T, B, H, H, cdt)
     if strategy == "step":
-        back = RepeatedLinear(w_hh.to(cdt).t().contiguous(), B)
+        back = _step_product(w_hh.to(cdt).t(), B, T)
         dh_np, dgates_np = dh.numpy(), dgates.numpy()
-        step = _StepKernel(rnn_backward_step, threaded.rnn_backward_step_entry, cdt, B, B * H,
+        step = _StepKernel(rnn_backward_step, threaded.rnn_backward_step_entry, cdt, T, B, B * H,
                            lengths, lens)
         for t in _order(T, not reverse):
             step(t, go, dh_np, hs_np, lens, relu, dgates_np)
@@ -588,9 +619,9 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
         slices = _hidden_slices(H, cdt)
         _run_columns(threaded.rnn_backward_columns_entry, cdt, slices, go, dh.numpy(), hs_np,
                      _packed_slices(w_hh, False, 1, slices, cdt), lens, bool(reverse),
-                     relu, dgates.numpy(), empty((B, H), cdt).numpy())
+                     relu, dgates.numpy(), scratch((B, H), cdt))
     else:
         _recurrence(rnn_backward_recurrence, threaded.rnn_backward_recurrence_entry, cdt, B,
                     T * B * H * H, lengths, lens, go, dh.numpy(), hs_np, _packed(w_hh, cdt), lens,
-                    bool(reverse), relu, dgates.numpy(), empty((B, H), cdt).numpy())
+                    bool(reverse), relu, dgates.numpy(), scratch((B, H), cdt))
     return _out(dgates, dtype), _out(dh, dtype)
