@@ -183,6 +183,9 @@ def _check_cell(name, x, states, w_ih, w_hh):
 def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, backend="auto"):
     """One LSTM step on batched (B, I) input; ``hx`` is (h, c). Returns (h', c')."""
     h, c = hx
+    # torch's cell checks its own input, with torch's messages.
+    if native.takes_cell(backend, input, (h, c), w_ih, w_hh, b_ih, b_hh):
+        return native.cell("lstm", input, (h, c), w_ih, w_hh, b_ih, b_hh)
     _check_cell("LSTMCell", input, (h, c), w_ih, w_hh)
     module = backends.resolve(backend, input.device, input.dtype)
     _, h1, c1 = ops.lstm(input.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh, None,
@@ -192,6 +195,8 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, backend="auto"):
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, backend="auto"):
     """One GRU step on batched (B, I) input. Returns h'."""
+    if native.takes_cell(backend, input, (hx,), w_ih, w_hh, b_ih, b_hh):
+        return native.cell("gru", input, (hx,), w_ih, w_hh, b_ih, b_hh)
     _check_cell("GRUCell", input, (hx,), w_ih, w_hh)
     module = backends.resolve(backend, input.device, input.dtype)
     return ops.gru(input.unsqueeze(0), hx, w_ih, w_hh, b_ih, b_hh, None, False, module)[1]
@@ -201,6 +206,8 @@ def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", b
     """One Elman RNN step on batched (B, I) input. Returns h'."""
     if nonlinearity not in ("tanh", "relu"):
         raise RuntimeError(f"Unknown nonlinearity: {nonlinearity}; select 'tanh' or 'relu'")
+    if native.takes_cell(backend, input, (hx,), w_ih, w_hh, b_ih, b_hh):
+        return native.cell("rnn_" + nonlinearity, input, (hx,), w_ih, w_hh, b_ih, b_hh)
     _check_cell("RNNCell", input, (hx,), w_ih, w_hh)
     module = backends.resolve(backend, input.device, input.dtype)
     return ops.rnn(input.unsqueeze(0), hx, w_ih, w_hh, b_ih, b_hh, None, False,

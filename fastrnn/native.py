@@ -12,6 +12,15 @@ Everything else keeps fastrnn's kernels: training (fastrnn's backward measured 0
 at these sizes), GRU and RNN (torch runs them unfused: fastrnn is 1.2-10x faster), projections
 and packed input (torch leaves oneDNN for those), other dtypes, an explicit backend="numba", and
 FASTRNN_BACKEND naming a backend.
+
+The cells (LSTMCell, GRUCell, RNNCell) are one step: two GEMMs and a pointwise update, nothing
+to fuse across time. fastrnn's single step wins only where its fused pointwise update outweighs
+its extra Python per call, which measured (benchmarks/cell_crossover.py, recorded in
+benchmarks/results/cpu-cells-2026-11-26-zen4.md) as float32 inference with a recurrent weight of
+4 MiB or more (LSTM/GRU/RNN H = 1024: 0.40-0.92x torch's time), or of 1 MiB or more from 64 rows
+(LSTM H = 256: 0.76-0.80x). Everywhere else torch's own cell was faster: up to 3.4x for small
+inference calls, and 1.0-2.3x for training at every measured size but two near-ties. There
+`auto` calls torch's cell.
 """
 
 import os
@@ -61,3 +70,37 @@ def lstm(x, h0, c0, weights, bias, num_layers, dropout, training, bidirectional)
     """torch's own LSTM over the whole stack: (output, h_n, c_n), time-major."""
     return torch._VF.lstm(x, (h0, c0), weights, bias, num_layers, dropout, training,
                           bidirectional, False)
+
+
+# ----------------------------------------------------------------------------------- cells
+
+_CELL_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+# The weights from which fastrnn's single step was faster in inference (module docstring).
+_CELL_MIN_WEIGHT_BYTES = 4 << 20
+_CELL_MIN_WEIGHT_BYTES_MANY_ROWS = 1 << 20
+_CELL_MANY_ROWS = 64
+
+
+def _cell_faster_in_torch(B, weight_bytes):
+    return not (weight_bytes >= _CELL_MIN_WEIGHT_BYTES
+                or (weight_bytes >= _CELL_MIN_WEIGHT_BYTES_MANY_ROWS and B >= _CELL_MANY_ROWS))
+
+
+def takes_cell(backend, x, states, w_ih, w_hh, b_ih, b_hh):
+    """Whether this cell call (batched, validated) goes to torch's own cell instead."""
+    if backend != "auto" or (os.environ.get(backends.ENV_VAR) or "auto") != "auto":
+        return False
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return False        # measured for float32 only; half types keep fastrnn's float32 math
+    if tracks_grad([x, *states, w_ih, w_hh, b_ih, b_hh]):
+        return True
+    return _cell_faster_in_torch(x.shape[0], w_hh.numel() * w_hh.element_size())
+
+
+def cell(kind, x, states, w_ih, w_hh, b_ih, b_hh):
+    """torch's own cell: (h, c) for "lstm", h for the others ("gru", "rnn_tanh", "rnn_relu")."""
+    if kind == "lstm":
+        return tuple(torch._VF.lstm_cell(x, states, w_ih, w_hh, b_ih, b_hh))
+    step = {"gru": torch._VF.gru_cell, "rnn_tanh": torch._VF.rnn_tanh_cell,
+            "rnn_relu": torch._VF.rnn_relu_cell}[kind]
+    return step(x, states[0], w_ih, w_hh, b_ih, b_hh)

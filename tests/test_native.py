@@ -129,3 +129,100 @@ def test_benchmark_names_the_handoff(monkeypatch):
     assert line.startswith("inference: torch's fused oneDNN LSTM") and "training: one compiled" in line
     assert "torch" not in providers.get("fastrnn-numba").strategy("lstm", size, torch.float32, "cpu")
     assert "torch" not in providers.get("fastrnn-auto").strategy("gru", size, torch.float32, "cpu")
+
+
+# ----------------------------------------------------------------------------------- cells
+
+
+@pytest.fixture
+def cell_handoffs(monkeypatch):
+    """Counts the calls native.cell receives (they still run torch's cell)."""
+    calls = []
+    real = native.cell
+
+    def spy(kind, *args):
+        calls.append(kind)
+        return real(kind, *args)
+
+    monkeypatch.setattr(native, "cell", spy)
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    return calls
+
+
+CELLS = [("LSTMCell", {}, "lstm"), ("GRUCell", {}, "gru"), ("RNNCell", {}, "rnn_tanh"),
+         ("RNNCell", dict(nonlinearity="relu"), "rnn_relu")]
+
+
+def _cell_pair(name, H, **kwargs):
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, name)(H, H, **kwargs)
+    ours = getattr(fastrnn, name)(H, H, **kwargs)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def _cell_args(name, B, H, grad=False):
+    x = torch.randn(B, H, requires_grad=grad)
+    h = torch.randn(B, H)
+    return x, ((h, torch.randn(B, H)) if name == "LSTMCell" else h)
+
+
+def _flat(result):
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+@pytest.mark.parametrize("name,kwargs,kind", CELLS)
+def test_auto_runs_torch_cells_for_small_inference(cell_handoffs, name, kwargs, kind):
+    ref, ours = _cell_pair(name, 64, **kwargs)
+    x, hx = _cell_args(name, 3, 64)
+    with torch.no_grad():
+        got, want = _flat(ours(x, hx)), _flat(ref(x, hx))
+    assert cell_handoffs == [kind]
+    assert all(torch.equal(a, b) for a, b in zip(got, want))     # torch's own computation
+
+
+@pytest.mark.parametrize("name,kwargs,kind", CELLS)
+def test_auto_runs_torch_cells_for_training(cell_handoffs, name, kwargs, kind):
+    ref, ours = _cell_pair(name, 64, **kwargs)
+    x, hx = _cell_args(name, 3, 64, grad=True)
+    sum(o.sum() for o in _flat(ours(x, hx))).backward()
+    got = [x.grad.clone()] + [p.grad for p in ours.parameters()]
+    x.grad = None
+    sum(o.sum() for o in _flat(ref(x, hx))).backward()
+    want = [x.grad] + [p.grad for p in ref.parameters()]
+    assert cell_handoffs == [kind]
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_cell_size_rule_matches_the_measured_crossover():
+    # benchmarks/results/cpu-cells-2026-11-26-zen4.md: fastrnn's step won inference from a
+    # 4 MiB recurrent weight (H = 1024), and from 1 MiB at 64 rows (LSTM H = 256).
+    assert native._cell_faster_in_torch(256, 4 * 64 * 64 * 4)         # LSTM H = 64
+    assert native._cell_faster_in_torch(16, 4 * 256 * 256 * 4)        # LSTM H = 256, 16 rows
+    assert not native._cell_faster_in_torch(64, 4 * 256 * 256 * 4)    # ... 64 rows
+    assert native._cell_faster_in_torch(256, 3 * 256 * 256 * 4)       # GRU H = 256
+    assert not native._cell_faster_in_torch(1, 1024 * 1024 * 4)       # RNN H = 1024
+
+
+def test_cells_keep_fastrnn_where_it_is_faster_or_asked_for(cell_handoffs, monkeypatch):
+    ref, ours = _cell_pair("LSTMCell", 256)
+    x, hx = _cell_args("LSTMCell", 64, 256)                  # 1 MiB weight, 64 rows
+    with torch.no_grad():
+        got, want = _flat(ours(x, hx)), _flat(ref(x, hx))
+    assert cell_handoffs == []
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+    ref, ours = _cell_pair("GRUCell", 64)
+    x, hx = _cell_args("GRUCell", 3, 64)
+    ours.backend = "numba"
+    with torch.no_grad():
+        ours(x, hx)
+    ours.backend = "auto"
+    monkeypatch.setenv(backends.ENV_VAR, "numba")
+    with torch.no_grad():
+        ours(x, hx)
+    monkeypatch.delenv(backends.ENV_VAR)
+    with torch.no_grad():
+        ours.double()(x.double(), hx.double())          # measured for float32 only
+    assert cell_handoffs == []
