@@ -226,3 +226,49 @@ def test_cells_keep_fastrnn_where_it_is_faster_or_asked_for(cell_handoffs, monke
     with torch.no_grad():
         ours.double()(x.double(), hx.double())          # measured for float32 only
     assert cell_handoffs == []
+
+
+@pytest.fixture
+def stack_handoffs(monkeypatch):
+    """Counts the calls native.stack receives (they still run torch's GRU/RNN)."""
+    calls = []
+    real = native.stack
+
+    def spy(kind, *args):
+        calls.append(kind)
+        return real(kind, *args)
+
+    monkeypatch.setattr(native, "stack", spy)
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    return calls
+
+
+@pytest.mark.parametrize("name,kwargs", [("GRU", {}), ("RNN", dict(nonlinearity="relu")),
+                                         ("GRU", dict(num_layers=2, bidirectional=True,
+                                                      batch_first=True))])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_auto_runs_torch_for_one_step_gru_and_rnn(stack_handoffs, name, kwargs, grad):
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, name)(32, 32, **kwargs)
+    ours = getattr(fastrnn, name)(32, 32, **kwargs)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 1, 32, requires_grad=grad)        # one step (batch_first: 3 rows)
+    if kwargs.get("batch_first") is None:
+        x = torch.randn(1, 3, 32, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        got, want = ours(x), ref(x)
+    assert len(stack_handoffs) == 1
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_longer_sequences_and_lstm_keep_fastrnn(stack_handoffs):
+    torch.manual_seed(0)
+    ref, ours = torch.nn.GRU(32, 32), fastrnn.GRU(32, 32)
+    ours.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        ours(torch.randn(2, 3, 32))                          # two steps: fastrnn's loop
+        packed = pack_padded_sequence(torch.randn(1, 3, 32), torch.tensor([1, 1, 1]))
+        ours(packed)                                         # packed input stays fastrnn's
+    lstm = fastrnn.LSTM(32, 32)
+    lstm(torch.randn(1, 3, 32, requires_grad=True))[0].sum().backward()   # LSTM rule instead
+    assert stack_handoffs == []

@@ -228,7 +228,10 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
         chunks = _chunks(B, T * B * P * G, SPLIT_MIN_MACS)
         split = f", batch split over {chunks} threads" if chunks > 1 else ""
         return f"one compiled loop over {T} steps (product {B}x{P}x{G} per step){split}"
-    gemm = "oneDNN packed GEMM" if packs(G, P, B, cdt) else "torch.mm"
+    if T == 1:
+        gemm = "one GEMM (no packing)"
+    else:
+        gemm = "oneDNN packed GEMM" if packs(G, P, B, cdt) else "torch.mm"
     chunks = _chunks(B, B * H, SPLIT_MIN_CELLS if T > 1 else SPLIT_MIN_CELLS_ONE_STEP)
     split = f" on {chunks} threads" if chunks > 1 else ""
     return f"per step: {gemm} {B}x{P}x{G} + compiled pointwise update{split}"
