@@ -15,13 +15,6 @@ import fastrnn
 from fastrnn.bench import timing
 
 
-def medians(fns, repeats=9):
-    samples, errors = timing.interleaved(dict(enumerate(fns)), repeats, 2, "cpu")
-    if errors:
-        raise next(iter(errors.values()))
-    return [timing.summarize(samples[i])["median_ms"] for i in range(len(fns))]
-
-
 def main():
     for name in ("LSTMCell", "GRUCell", "RNNCell"):
         for H in (64, 256, 1024):
@@ -47,7 +40,7 @@ def main():
                     return fn
 
                 for mode, run in (("inference", infer), ("training", train)):
-                    t_ours, t_torch = medians([run(ours), run(ref)])
+                    t_ours, t_torch = timing.medians([run(ours), run(ref)], 9)
                     print(f"{name:8s} {mode:9s} B={B:3d} H={H:4d}  numba/torch "
                           f"{t_ours / t_torch:.2f}  ({t_ours * 1e3:.1f} / {t_torch * 1e3:.1f} us)",
                           flush=True)

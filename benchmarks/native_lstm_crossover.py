@@ -12,13 +12,6 @@ import fastrnn
 from fastrnn.bench import timing
 
 
-def medians(fns, repeats=9):
-    samples, errors = timing.interleaved(dict(enumerate(fns)), repeats, 2, "cpu")
-    if errors:
-        raise next(iter(errors.values()))
-    return [timing.summarize(samples[i])["median_ms"] for i in range(len(fns))]
-
-
 def main():
     T = 100
     for H in (64, 128, 256, 512, 1024):
@@ -36,7 +29,7 @@ def main():
                         model(x)
                 return fn
 
-            t_ours, t_torch = medians([run(ours), run(ref)])
+            t_ours, t_torch = timing.medians([run(ours), run(ref)], 9)
             print(f"lstm inference T={T} B={B:3d} H={H:4d}  numba/torch {t_ours / t_torch:.2f}  "
                   f"({t_ours:.3f} / {t_torch:.3f} ms)", flush=True)
 

@@ -22,14 +22,6 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 STRATEGIES = ("loop", "columns", "step")
 
 
-def medians(fns, repeats=7):
-    """Milliseconds per call of each fn: medians of interleaved rounds (fastrnn.bench's timer)."""
-    samples, errors = timing.interleaved(dict(enumerate(fns)), repeats, 2, "cpu")
-    if errors:
-        raise next(iter(errors.values()))
-    return [timing.summarize(samples[i])["median_ms"] for i in range(len(fns))]
-
-
 def main(kinds, batches, hiddens):
     T = 50
     try:
@@ -53,8 +45,8 @@ def main(kinds, batches, hiddens):
                             model(xr)[0].sum().backward()
                         return fn
 
-                    inference = medians([infer(s) for s in STRATEGIES])
-                    training = medians([train(s) for s in STRATEGIES])
+                    inference = timing.medians([infer(s) for s in STRATEGIES], 7)
+                    training = timing.medians([train(s) for s in STRATEGIES], 7)
                     weight_kib = H * GATES[kind] * H * 4 // 1024
 
                     def row(times):

@@ -134,19 +134,23 @@ def test_benchmark_names_the_handoff(monkeypatch):
 # ----------------------------------------------------------------------------------- cells
 
 
-@pytest.fixture
-def cell_handoffs(monkeypatch):
-    """Counts the calls native.cell receives (they still run torch's cell)."""
+def _spy_on(monkeypatch, name):
+    """Records the kind each call to native.<name> gets (the call still runs torch's own)."""
     calls = []
-    real = native.cell
+    real = getattr(native, name)
 
     def spy(kind, *args):
         calls.append(kind)
         return real(kind, *args)
 
-    monkeypatch.setattr(native, "cell", spy)
+    monkeypatch.setattr(native, name, spy)
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     return calls
+
+
+@pytest.fixture
+def cell_handoffs(monkeypatch):
+    return _spy_on(monkeypatch, "cell")
 
 
 CELLS = [("LSTMCell", {}, "lstm"), ("GRUCell", {}, "gru"), ("RNNCell", {}, "rnn_tanh"),
@@ -230,17 +234,7 @@ def test_cells_keep_fastrnn_where_it_is_faster_or_asked_for(cell_handoffs, monke
 
 @pytest.fixture
 def stack_handoffs(monkeypatch):
-    """Counts the calls native.stack receives (they still run torch's GRU/RNN)."""
-    calls = []
-    real = native.stack
-
-    def spy(kind, *args):
-        calls.append(kind)
-        return real(kind, *args)
-
-    monkeypatch.setattr(native, "stack", spy)
-    monkeypatch.delenv(backends.ENV_VAR, raising=False)
-    return calls
+    return _spy_on(monkeypatch, "stack")
 
 
 @pytest.mark.parametrize("name,kwargs", [("GRU", {}), ("RNN", dict(nonlinearity="relu")),

@@ -114,3 +114,12 @@ def summarize(seconds):
     q1, median, q3 = np.percentile(ms, [25, 50, 75])
     return {"median_ms": float(median), "q1_ms": float(q1), "q3_ms": float(q3),
             "min_ms": float(ms.min()), "max_ms": float(ms.max()), "repeats": int(ms.size)}
+
+
+def medians(fns, repeats, device="cpu", warmup=2):
+    """Milliseconds per call of each fn in a list: medians of interleaved rounds (for the
+    crossover scripts under benchmarks/). The first error raised by any fn is re-raised."""
+    samples, errors = interleaved(dict(enumerate(fns)), repeats, warmup, device)
+    if errors:
+        raise next(iter(errors.values()))
+    return [summarize(samples[i])["median_ms"] for i in range(len(fns))]
