@@ -74,7 +74,6 @@ def lstm(x, h0, c0, weights, bias, num_layers, dropout, training, bidirectional)
 
 # ----------------------------------------------------------------------------------- cells
 
-_CELL_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 # The weights from which fastrnn's single step was faster in inference (module docstring).
 _CELL_MIN_WEIGHT_BYTES = 4 << 20
 _CELL_MIN_WEIGHT_BYTES_MANY_ROWS = 1 << 20

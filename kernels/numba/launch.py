@@ -59,6 +59,10 @@ SPLIT_MIN_CELLS = 1 << 12
 # A single step (the cells) pays the packing for one update only: splitting it measured slower
 # up to 2^14 cells (LSTM, 178 vs 148 us at 16 x 256) and ~5% faster from 2^15.
 SPLIT_MIN_CELLS_ONE_STEP = 1 << 15
+
+
+def _split_min_cells(T):
+    return SPLIT_MIN_CELLS if T > 1 else SPLIT_MIN_CELLS_ONE_STEP
 # Packing a weight for the "columns" kernels is split over the threads from this size (the
 # split's ~20 us of argument packing is then under a tenth of the copy).
 PACK_SPLIT_MIN_BYTES = 1 << 20
@@ -211,6 +215,19 @@ def _run_columns(entry, cdt, slices, *args):
     team.run(_compiled(entry), team.pack(cdt.itemsize, slices, *args))
 
 
+def _forward_columns(entry, cdt, x_np, w_hh, groups, h_np, *args):
+    """A "columns" forward entry(x, W_hh^T packed per slice, *args, hbuf, hg scratch): h_np
+    (B, H) holds h0 and becomes h_n (the kernel double-buffers the state in hbuf)."""
+    T, B = x_np.shape[0], x_np.shape[1]
+    H = h_np.shape[1]
+    hbuf = scratch((2, B, H), cdt)
+    hbuf[0] = h_np
+    slices = _hidden_slices(H, cdt)
+    _run_columns(entry, cdt, slices, x_np, _packed_slices(w_hh, True, groups, slices, cdt), *args,
+                 hbuf, scratch((B, groups * H), cdt))
+    h_np[...] = hbuf[T % 2]
+
+
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
@@ -232,7 +249,7 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
         gemm = "one GEMM (no packing)"
     else:
         gemm = "oneDNN packed GEMM" if packs(G, P, B, cdt) else "torch.mm"
-    chunks = _chunks(B, B * H, SPLIT_MIN_CELLS if T > 1 else SPLIT_MIN_CELLS_ONE_STEP)
+    chunks = _chunks(B, B * H, _split_min_cells(T))
     split = f" on {chunks} threads" if chunks > 1 else ""
     return f"per step: {gemm} {B}x{P}x{G} + compiled pointwise update{split}"
 
@@ -305,7 +322,7 @@ class _StepKernel:
 
     def __init__(self, kernel, entry, cdt, T, B, cells, lengths, lens):
         self.kernel, self.B = kernel, B
-        self.chunks = _chunks(B, cells, SPLIT_MIN_CELLS if T > 1 else SPLIT_MIN_CELLS_ONE_STEP)
+        self.chunks = _chunks(B, cells, _split_min_cells(T))
         self.float_size = cdt.itemsize
         if self.chunks > 1:
             self.bounds = _bounds(B, self.chunks, lengths, lens)
@@ -375,14 +392,8 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
                 hpre_t = hpre[t if need_grad else 0]
                 _run(lstm_project_step, t, project(hpre_t).numpy(), h_np, lens, out_np, 0, B)
     elif strategy == "columns":
-        hbuf = scratch((2, B, H), cdt)
-        hbuf[0] = h_np
-        slices = _hidden_slices(H, cdt)
-        _run_columns(threaded.lstm_forward_columns_entry, cdt, slices, x_np,
-                     _packed_slices(w_hh, True, 4, slices, cdt), c_np, lens,
-                     bool(reverse), bool(need_grad), out_np, gates_np, cs_np, hbuf,
-                     scratch((B, G), cdt))
-        h_np[...] = hbuf[T % 2]
+        _forward_columns(threaded.lstm_forward_columns_entry, cdt, x_np, w_hh, 4, h_np, c_np,
+                         lens, bool(reverse), bool(need_grad), out_np, gates_np, cs_np)
     else:
         # Scratch for the compiled loop's products (the per-step path gets them from the GEMM).
         hg_np = scratch((B, G), cdt)
@@ -493,14 +504,8 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
             step(t, t if need_grad else 0, x_np, recurrent(h).numpy(), bias, h_np, lens, out_np,
                  gates_np, hn_np)
     elif strategy == "columns":
-        hbuf = scratch((2, B, H), cdt)
-        hbuf[0] = h_np
-        slices = _hidden_slices(H, cdt)
-        _run_columns(threaded.gru_forward_columns_entry, cdt, slices, x_np,
-                     _packed_slices(w_hh, True, 3, slices, cdt), bias, lens,
-                     bool(reverse), bool(need_grad), out_np, gates_np, hn_np, hbuf,
-                     scratch((B, G), cdt))
-        h_np[...] = hbuf[T % 2]
+        _forward_columns(threaded.gru_forward_columns_entry, cdt, x_np, w_hh, 3, h_np, bias, lens,
+                         bool(reverse), bool(need_grad), out_np, gates_np, hn_np)
     else:
         w_hh_tp, hg_np = _packed(w_hh.t(), cdt), scratch((B, G), cdt)
         for t0, t1, x_np in _time_chunks(xg, reverse, cdt):
@@ -580,13 +585,8 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
         for t in _order(T, reverse):
             step(t, x_np, recurrent(h).numpy(), h_np, lens, relu, out_np)
     elif strategy == "columns":
-        hbuf = scratch((2, B, H), cdt)
-        hbuf[0] = h_np
-        slices = _hidden_slices(H, cdt)
-        _run_columns(threaded.rnn_forward_columns_entry, cdt, slices, x_np,
-                     _packed_slices(w_hh, True, 1, slices, cdt), lens, bool(reverse),
-                     relu, out_np, hbuf, scratch((B, H), cdt))
-        h_np[...] = hbuf[T % 2]
+        _forward_columns(threaded.rnn_forward_columns_entry, cdt, x_np, w_hh, 1, h_np, lens,
+                         bool(reverse), relu, out_np)
     else:
         w_hh_tp, hg_np = _packed(w_hh.t(), cdt), scratch((B, H), cdt)
         for t0, t1, x_np in _time_chunks(xg, reverse, cdt):
