@@ -30,7 +30,8 @@ One layer, one direction, time-major. T steps, B sequences, H hidden, P = proj_s
 - ``nonlinearity``: "tanh" or "relu".
 - Outputs have the input dtype; float16/bfloat16 compute in float32 inside.
 - ``saved`` is a tuple of tensors the backend keeps for its own backward (may be empty when
-  ``need_grad`` is False). All tensors passed in are contiguous and share one dtype and device.
+  ``need_grad`` is False). All tensors passed in are contiguous and share one dtype and device,
+  except ``grad_out``, which may have any strides (the gradient of a sum is an expanded view).
 - Backward returns the gradients of the gate pre-activations for every step: ``dxgates`` is
   d/d(xg), ``dhgates`` is d/d(h_{t-1} W_hh^T + b_hh) (the same tensor for LSTM and RNN, whose
   gates are plain sums). The caller turns them into dx, dW_ih, dW_hh and the biases with GEMMs.

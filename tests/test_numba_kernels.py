@@ -3,8 +3,8 @@
 Every forward output (out, h_n, c_n) and every backward return is compared with the float64
 oracle, for both per-step strategies (one compiled loop, or a GEMM per step), each in one thread
 or split over torch's threads (rows, or for the loop also hidden units), both directions, with
-and without variable lengths. Every buffer the launcher allocates is NaN-poisoned (outputs and
-scratch), so an element the kernel forgets to write fails the comparison.
+and without variable lengths. Every buffer the launcher allocates is NaN-poisoned (outputs,
+internal buffers and scratch), so an element the kernel forgets to write fails the comparison.
 """
 
 import numpy as np
@@ -31,6 +31,7 @@ def poison(monkeypatch):
         return nan_empty(shape, dtype).numpy()
 
     monkeypatch.setattr(launch, "empty", nan_empty)
+    monkeypatch.setattr(launch, "internal", nan_empty)
     monkeypatch.setattr(launch, "scratch", nan_scratch)
 
 

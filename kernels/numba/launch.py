@@ -11,7 +11,7 @@ import torch
 from numba.core.errors import NumbaError
 
 from ..gemm import RepeatedLinear, linear, packs
-from . import team, threaded
+from . import pool, team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
 from .linalg import add_live_rows, copy_live_rows, pack_weight, pack_weight_slices, panel_width
@@ -82,9 +82,16 @@ PROJECTS_INPUT = True   # the forwards take an ops.InputProjection as xg (fastrn
 
 
 def empty(shape, dtype):
-    """Allocation for every tensor handed back to the caller: outputs and what backward keeps
-    (tests swap it for a NaN-filled one)."""
+    """Allocation for every tensor the caller gets to keep: outputs and final states (tests
+    swap it for a NaN-filled one, as they do internal and scratch)."""
     return torch.empty(shape, dtype=dtype)
+
+
+def internal(shape, dtype):
+    """A tensor only this backend and ops use: what forward saves for backward, the gate
+    gradients backward hands to ops' GEMMs. Large ones come from kernels/numba/pool.py, whose
+    blocks a training loop reuses step after step instead of page-faulting fresh memory."""
+    return pool.empty(shape, dtype)
 
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
@@ -368,8 +375,8 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
     h = _state(h0, (B, P), cdt)
     c = _state(c0, (B, H), cdt)
     if need_grad:
-        gates, cs = empty((T, B, G), cdt), empty((T, B, H), cdt)
-        hpre = empty((T, B, H), cdt) if proj else None
+        gates, cs = internal((T, B, G), cdt), internal((T, B, H), cdt)
+        hpre = internal((T, B, H), cdt) if proj else None
         gates_np, cs_np = gates.numpy(), cs.numpy()
     else:
         # Nothing is saved: one step of scratch, rewritten every step.
@@ -412,7 +419,16 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
 
 
 def _grad(g, shape, cdt):
-    return _state(g, shape, cdt) if g is None else g.detach().to(cdt).contiguous()
+    """An upstream gradient as a contiguous compute-dtype tensor. It often is an expanded view
+    (the gradient of a sum): copied then into an internal buffer."""
+    if g is None:
+        return _state(g, shape, cdt)
+    g = g.detach()
+    if g.dtype == cdt and g.is_contiguous():
+        return g
+    copy = internal(shape, cdt)
+    copy.copy_(g)
+    return copy
 
 
 def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, lengths, reverse):
@@ -427,8 +443,8 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     dc = _state(grad_cn, (B, H), cdt)
     go = _grad(grad_out, (T, B, P), cdt).numpy()
     c0_np = _np(c0, cdt)            # read only
-    dgates = empty((T, B, G), cdt)
-    dht_all = empty((T, B, P), cdt) if proj else None
+    dgates = internal((T, B, G), cdt)
+    dht_all = internal((T, B, P), cdt) if proj else None
     dhp_np = scratch((B, H), cdt)
     lens = _lengths(lengths, B, T)
     step_args = (go, dh.numpy(), dc.numpy(), dhp_np, gates.numpy(), cs.numpy(), c0_np, lens,
@@ -487,7 +503,7 @@ def gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad):
     out = empty((T, B, H), cdt)
     h = _state(h0, (B, H), cdt)
     if need_grad:
-        gates, hn_lin = empty((T, B, G), cdt), empty((T, B, H), cdt)
+        gates, hn_lin = internal((T, B, G), cdt), internal((T, B, H), cdt)
         gates_np, hn_np = gates.numpy(), hn_lin.numpy()
     else:
         gates_np, hn_np = scratch((1, B, G), cdt), scratch((1, B, H), cdt)
@@ -531,8 +547,8 @@ def gru_backward(grad_out, grad_hn, saved, w_hh, b_hn, h0, out, lengths, reverse
     dh = _state(grad_hn, (B, H), cdt)
     go = _grad(grad_out, (T, B, H), cdt).numpy()
     h0_np = _np(h0, cdt)            # read only
-    dxgates = empty((T, B, G), cdt)
-    dhgates = empty((T, B, G), cdt)
+    dxgates = internal((T, B, G), cdt)
+    dhgates = internal((T, B, G), cdt)
     lens = _lengths(lengths, B, T)
     strategy = _strategy(T, B, G, H, cdt)
     if strategy == "step":
@@ -607,7 +623,7 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
     dh = _state(grad_hn, (B, H), cdt)
     go = _grad(grad_out, (T, B, H), cdt).numpy()
     hs_np = _np(hs, cdt)
-    dgates = empty((T, B, H), cdt)
+    dgates = internal((T, B, H), cdt)
     lens = _lengths(lengths, B, T)
     strategy = _strategy(T, B, H, H, cdt)
     if strategy == "step":
