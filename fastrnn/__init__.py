@@ -7,8 +7,9 @@
 
 from . import backends, functional
 from .convert import convert
+from .memory import empty_cache
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "convert", "functional",
-           "backends"]
+           "backends", "empty_cache"]

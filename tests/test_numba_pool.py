@@ -74,6 +74,13 @@ def test_release_drops_free_blocks_only():
     assert pool.held_bytes() == used.numel() * 4
 
 
+def test_fastrnn_empty_cache_releases_the_pool():
+    used = pool.empty((1024,), F32)
+    pool.empty((2048,), F32)
+    fastrnn.empty_cache()
+    assert pool.held_bytes() == used.numel() * 4
+
+
 def test_small_requests_bypass_the_pool(monkeypatch):
     monkeypatch.setattr(pool, "MIN_BYTES", 1 << 20)
     pool.empty((16, 32), F32)
