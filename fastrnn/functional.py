@@ -109,8 +109,8 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
     if kind == "lstm" and c0 is None:
         c0 = x.new_zeros(LD, B, H)
     _check_state("hidden[0]" if kind == "lstm" else "hidden", h0, (LD, B, P), x.dtype)
-    if native.takes_single_step(backend, kind, x, h0, weights, batch_sizes is not None, dropout,
-                                training, num_layers):
+    if native.takes_few_steps(backend, kind, x, h0, weights, batch_sizes is not None, dropout,
+                              training, num_layers):
         output, h_n = native.stack(kind, nonlinearity, x, h0, weights, bias, num_layers, dropout,
                                    training, bidirectional)
         return (output.transpose(0, 1) if batch_first else output), h_n

@@ -21,6 +21,11 @@ benchmarks/results/cpu-cells-2026-11-26-zen4.md) as float32 inference with a rec
 (LSTM H = 256: 0.76-0.80x). Everywhere else torch's own cell was faster: up to 3.4x for small
 inference calls, and 1.0-2.3x for training at every measured size but two near-ties. There
 `auto` calls torch's cell.
+
+GRU and RNN stacks called with a few time steps (two to eight) are the same story with a few
+steps instead of one: torch's own GRU/RNN measured faster at small batches and short sequences
+(up to 1.5-2.9x at two steps), fastrnn from about eight steps at every measured size, and `auto`
+follows the measured table (_FEW_STEPS_TORCH_MAX).
 """
 
 import os
@@ -85,12 +90,18 @@ def _cell_faster_in_torch(B, weight_bytes):
                 or (weight_bytes >= _CELL_MIN_WEIGHT_BYTES_MANY_ROWS and B >= _CELL_MANY_ROWS))
 
 
-def _step_goes_to_torch(backend, x, tensors, w_hh):
-    """A single step of B = x.shape[-2] rows (a cell, or a one-step GRU/RNN stack)."""
+def _auto_float32_cpu(backend, x):
+    """auto is in charge (no FASTRNN_BACKEND naming a backend) of a float32 CPU call: the only
+    calls the hand-offs were measured for (half types keep fastrnn's float32 math)."""
     if backend != "auto" or (os.environ.get(backends.ENV_VAR) or "auto") != "auto":
         return False
-    if x.device.type != "cpu" or x.dtype != torch.float32:
-        return False        # measured for float32 only; half types keep fastrnn's float32 math
+    return x.device.type == "cpu" and x.dtype == torch.float32
+
+
+def _step_goes_to_torch(backend, x, tensors, w_hh):
+    """A single step of B = x.shape[-2] rows (a cell, or a one-step GRU/RNN stack)."""
+    if not _auto_float32_cpu(backend, x):
+        return False
     if tracks_grad(tensors):
         return True
     return _cell_faster_in_torch(x.shape[-2], w_hh.numel() * w_hh.element_size())
@@ -110,17 +121,58 @@ def cell(kind, x, states, w_ih, w_hh, b_ih, b_hh):
     return step(x, states[0], w_ih, w_hh, b_ih, b_hh)
 
 
-def takes_single_step(backend, kind, x, h0, weights, packed, dropout, training, num_layers):
-    """Whether this GRU or RNN stack call (time-major x, validated) goes to torch: with one time
-    step each layer is a cell step, and torch's per-step ops measured faster as for the cells
-    (GRU/RNN T = 1: torch 1.2-2.0x faster in inference and 1.0-1.75x in training at B = 1-16,
-    H = 64-256; fastrnn 0.63-0.82x torch's time at 64 x 1024 inference). A one-step LSTM keeps
-    the LSTM rule above: fastrnn's backward was 1.3-4x faster than torch's there."""
-    if kind == "lstm" or packed or x.shape[0] != 1:
+# Short GRU/RNN sequences (benchmarks/short_sequence_crossover.py, recorded in
+# benchmarks/results/cpu-short-sequences-2026-11-26-zen4.md): with a few steps there is little
+# to fuse across time, and fastrnn's fixed costs per call (packing W_hh for its compiled loop,
+# ~70 us of Python and argument conversion against torch's ~35 us of C++) decide. The most steps
+# at which torch's own GRU/RNN measured faster (by more than 5%, at that and every shorter
+# measured length), per batch (up to 1, 4, 16, 64
+# rows) and hidden size (up to 64, 128, 256, 512); 0: fastrnn was faster even at 2 steps.
+# Beyond 64 rows or a hidden size of 512 nothing was measured and fastrnn keeps the call.
+_FEW_STEPS_BATCHES = (1, 4, 16, 64)
+_FEW_STEPS_HIDDEN = (64, 128, 256, 512)
+_FEW_STEPS_TORCH_MAX = {
+    ("gru", False): ((4, 4, 8, 4), (3, 4, 4, 2), (4, 4, 6, 3), (3, 3, 3, 2)),
+    ("gru", True): ((0, 0, 3, 2), (0, 0, 0, 0), (0, 2, 3, 2), (2, 2, 2, 0)),
+    ("rnn", False): ((8, 8, 8, 8), (6, 6, 4, 4), (4, 4, 4, 6), (4, 4, 3, 3)),
+    ("rnn", True): ((4, 4, 3, 3), (4, 3, 3, 2), (3, 3, 4, 4), (4, 4, 4, 2)),
+}
+
+
+def _bucket(value, limits):
+    return next((k for k, limit in enumerate(limits) if value <= limit), None)
+
+
+def _few_steps_faster_in_torch(kind, training, T, B, H):
+    b, h = _bucket(B, _FEW_STEPS_BATCHES), _bucket(H, _FEW_STEPS_HIDDEN)
+    if b is None or h is None:
+        return False
+    return T <= _FEW_STEPS_TORCH_MAX[kind, training][b][h]
+
+
+def takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training, num_layers):
+    """Whether this GRU or RNN stack call (time-major x, validated) goes to torch's own GRU/RNN
+    because it has only a few time steps.
+
+    One step: each layer is a cell step, and the cell rule above applies (GRU/RNN T = 1: torch
+    1.2-2.0x faster in inference and 1.0-1.75x in training at B = 1-16, H = 64-256; fastrnn
+    0.63-0.82x torch's time at 64 x 1024 inference). Two to eight steps: the measured table above.
+    LSTMs keep the LSTM rule: fastrnn's backward was 1.3-4x faster than torch's at one step."""
+    T = x.shape[0]
+    if kind == "lstm" or packed or T > _FEW_STEPS_MAX:
         return False
     if dropout > 0 and training and num_layers > 1:
         return False        # dropout between layers stays fastrnn's, one RNG stream per model
-    return _step_goes_to_torch(backend, x, [x, h0, *weights], weights[1])
+    tensors = [x, h0, *weights]
+    if T == 1:
+        return _step_goes_to_torch(backend, x, tensors, weights[1])
+    if not _auto_float32_cpu(backend, x):
+        return False
+    return _few_steps_faster_in_torch(kind, tracks_grad(tensors), T, x.shape[1],
+                                      weights[1].shape[1])
+
+
+_FEW_STEPS_MAX = max(max(max(row) for row in table) for table in _FEW_STEPS_TORCH_MAX.values())
 
 
 def stack(kind, nonlinearity, x, h0, weights, bias, num_layers, dropout, training, bidirectional):

@@ -255,14 +255,51 @@ def test_auto_runs_torch_for_one_step_gru_and_rnn(stack_handoffs, name, kwargs, 
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
-def test_longer_sequences_and_lstm_keep_fastrnn(stack_handoffs):
+@pytest.mark.parametrize("name,T,grad", [("GRU", 4, False), ("RNN", 8, False), ("RNN", 3, True),
+                                         ("GRU", 2, True)])
+def test_auto_runs_torch_for_short_gru_and_rnn_where_it_is_faster(stack_handoffs, name, T, grad):
+    torch.manual_seed(0)
+    H = 256 if (name, grad) == ("GRU", True) else 64      # GRU training: torch won from H = 256
+    ref = getattr(torch.nn, name)(H, H, num_layers=2)
+    ours = getattr(fastrnn, name)(H, H, num_layers=2)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(T, 1, H, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        got, want = ours(x), ref(x)
+    assert len(stack_handoffs) == 1
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    if grad:
+        got[0].sum().backward()
+
+
+def test_few_steps_rule_matches_the_measured_crossover():
+    # benchmarks/results/cpu-short-sequences-2026-11-26-zen4.md
+    faster = native._few_steps_faster_in_torch
+    assert faster("gru", False, 4, 1, 64) and not faster("gru", False, 6, 1, 64)
+    assert faster("gru", False, 8, 1, 256) and not faster("gru", False, 3, 64, 512)
+    assert faster("rnn", False, 8, 1, 512) and not faster("rnn", False, 12, 1, 64)
+    assert not faster("gru", True, 2, 4, 128) and faster("gru", True, 3, 16, 256)
+    assert faster("rnn", True, 2, 64, 512) and not faster("rnn", True, 3, 64, 512)
+    assert not faster("rnn", False, 2, 65, 64)            # beyond the measured batches
+    assert not faster("gru", False, 2, 1, 1024)           # beyond the measured hidden sizes
+
+
+def test_longer_sequences_and_lstm_keep_fastrnn(stack_handoffs, monkeypatch):
     torch.manual_seed(0)
     ref, ours = torch.nn.GRU(32, 32), fastrnn.GRU(32, 32)
     ours.load_state_dict(ref.state_dict())
     with torch.no_grad():
-        ours(torch.randn(2, 3, 32))                          # two steps: fastrnn's loop
-        packed = pack_padded_sequence(torch.randn(1, 3, 32), torch.tensor([1, 1, 1]))
+        ours(torch.randn(16, 3, 32))                         # sixteen steps: fastrnn's loop
+        ours.double()(torch.randn(2, 3, 32).double())        # measured for float32 only
+        ours.float()
+        packed = pack_padded_sequence(torch.randn(2, 3, 32), torch.tensor([2, 2, 1]))
         ours(packed)                                         # packed input stays fastrnn's
+        ours.backend = "numba"
+        ours(torch.randn(2, 3, 32))                          # an explicit backend
+        ours.backend = "auto"
+        monkeypatch.setenv(backends.ENV_VAR, "numba")
+        ours(torch.randn(2, 3, 32))                          # the environment names one
+        monkeypatch.delenv(backends.ENV_VAR)
     lstm = fastrnn.LSTM(32, 32)
-    lstm(torch.randn(1, 3, 32, requires_grad=True))[0].sum().backward()   # LSTM rule instead
+    lstm(torch.randn(2, 3, 32, requires_grad=True))[0].sum().backward()   # LSTM rule instead
     assert stack_handoffs == []

@@ -51,10 +51,13 @@ LOOP_MAX_WEIGHT_BYTES = 4 << 20
 LOOP_MIN_ROWS_LARGE_WEIGHT = 8
 
 # When the batch is split across torch's OpenMP threads (kernels/numba/team.py): a whole-sequence
-# recurrence from 2^20 multiply-adds over all steps, a per-step pointwise update from 2^12 cells
-# per step. Below, one thread is as fast: a split costs ~25 us per call (packing the arguments),
-# measured 1.3-1.8x slower than one thread at 2^18, 1.1-1.2x faster from 2^20.
-SPLIT_MIN_MACS = 1 << 20
+# recurrence from 2^23 multiply-adds over all steps, a per-step pointwise update from 2^12 cells
+# per step. Below, one thread is as fast: a split costs ~25 us per call (packing the arguments)
+# and its threads share the weight's cache lines. Measured on the Zen 4 machine with the SIMD
+# product (GRU/RNN/LSTM, 4-64 rows, H = 64-512): 1.05-1.33x slower than one thread at
+# 2^20-2^22, a tie at 2^22.6, 1.03-1.19x faster from 2^23. (The old 2^20 was measured before the
+# product got 1.5x faster.)
+SPLIT_MIN_MACS = 1 << 23
 SPLIT_MIN_CELLS = 1 << 12
 # A single step (the cells) pays the packing for one update only: splitting it measured slower
 # up to 2^14 cells (LSTM, 178 vs 148 us at 16 x 256) and ~5% faster from 2^15.
