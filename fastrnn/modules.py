@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import backends, functional
+from . import backends, functional, native
 
 
 class _BackendMixin:
@@ -45,6 +45,7 @@ class _StackMixin(_BackendMixin):
     """forward() shared by LSTM, GRU and RNN: torch's argument handling, fastrnn's compute."""
 
     _has_cell_state = False
+    _kind = "lstm"
 
     def _zeros(self, batch, size, like):
         directions = 2 if self.bidirectional else 1
@@ -66,6 +67,8 @@ class _StackMixin(_BackendMixin):
         update = getattr(self, "_update_flat_weights", None)
         if update is not None and not self._flat_weights_current():
             update()
+        if self._kind != "lstm" and native.module_takes_few_steps(self, self._kind, input, hx):
+            return native.torch_forward(self, input, hx)      # short GRU/RNN: torch is faster
         name = self._torch_name()
         lstm = self._has_cell_state
         state_size = self.proj_size if getattr(self, "proj_size", 0) > 0 else self.hidden_size
@@ -132,6 +135,7 @@ class LSTM(_StackMixin, nn.LSTM):
 
 class GRU(_StackMixin, nn.GRU):
     __doc__ = "fastrnn drop-in for torch.nn.GRU (extra keyword: backend).\n\n" + (nn.GRU.__doc__ or "")
+    _kind = "gru"
 
     def _run(self, input, hx, kwargs):
         return functional.gru(input, hx, self._flat_weights, **kwargs)
@@ -139,6 +143,7 @@ class GRU(_StackMixin, nn.GRU):
 
 class RNN(_StackMixin, nn.RNN):
     __doc__ = "fastrnn drop-in for torch.nn.RNN (extra keyword: backend).\n\n" + (nn.RNN.__doc__ or "")
+    _kind = "rnn"
 
     def _run(self, input, hx, kwargs):
         return functional.rnn(input, hx, self._flat_weights, nonlinearity=self.nonlinearity, **kwargs)

@@ -28,6 +28,7 @@ steps instead of one: torch's own GRU/RNN measured faster at small batches and s
 follows the measured table (_FEW_STEPS_TORCH_MAX).
 """
 
+import functools
 import os
 
 import torch
@@ -140,7 +141,10 @@ _FEW_STEPS_TORCH_MAX = {
 
 
 def _bucket(value, limits):
-    return next((k for k, limit in enumerate(limits) if value <= limit), None)
+    for k, limit in enumerate(limits):
+        if value <= limit:
+            return k
+    return None
 
 
 def _few_steps_faster_in_torch(kind, training, T, B, H):
@@ -173,6 +177,39 @@ def takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training, nu
 
 
 _FEW_STEPS_MAX = max(max(max(row) for row in table) for table in _FEW_STEPS_TORCH_MAX.values())
+
+
+def module_takes_few_steps(module, kind, input, hx):
+    """takes_few_steps for a fastrnn.GRU/RNN module call, decided before any of fastrnn's own
+    argument handling: the call then goes to torch.nn's forward and costs what torch.nn's does
+    (fastrnn's module and functional code add ~15 us, a third of a short call's time). Batched,
+    unpacked tensors only; every other call takes the functional path and its hand-off."""
+    if module.backend != "auto" or not isinstance(input, torch.Tensor) or input.dim() != 3:
+        return False
+    if not _auto_float32_cpu(module.backend, input):
+        return False
+    T, B = (input.shape[1], input.shape[0]) if module.batch_first else input.shape[:2]
+    if not 1 <= T <= _FEW_STEPS_MAX or B < 1:
+        return False
+    if module.dropout > 0 and module.training and module.num_layers > 1:
+        return False
+    weights = module._flat_weights
+    grad = torch.is_grad_enabled() and (
+        input.requires_grad or (isinstance(hx, torch.Tensor) and hx.requires_grad)
+        or any(w.requires_grad for w in weights))
+    if T == 1:
+        return grad or _cell_faster_in_torch(B, weights[1].numel() * weights[1].element_size())
+    return _few_steps_faster_in_torch(kind, grad, T, B, module.hidden_size)
+
+
+def torch_forward(module, input, hx):
+    """torch.nn's own forward for a fastrnn module (its torch.nn base class's)."""
+    return _torch_forward_of(type(module))(module, input, hx)
+
+
+@functools.cache
+def _torch_forward_of(cls):
+    return next(c for c in cls.__mro__ if c.__module__.startswith("torch.nn")).forward
 
 
 def stack(kind, nonlinearity, x, h0, weights, bias, num_layers, dropout, training, bidirectional):

@@ -234,7 +234,32 @@ def test_cells_keep_fastrnn_where_it_is_faster_or_asked_for(cell_handoffs, monke
 
 @pytest.fixture
 def stack_handoffs(monkeypatch):
-    return _spy_on(monkeypatch, "stack")
+    """Hand-offs at either level: a module call to torch.nn's forward (native.torch_forward),
+    a functional call to torch's GRU/RNN (native.stack)."""
+    return {"module": _spy_on(monkeypatch, "torch_forward"),
+            "functional": _spy_on(monkeypatch, "stack")}
+
+
+def _check_both_levels(stack_handoffs, name, kwargs, x, grad):
+    """The module call and the functional call on x both run torch's own computation."""
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, name)(x.shape[-1], x.shape[-1], **kwargs)
+    ours = getattr(fastrnn, name)(x.shape[-1], x.shape[-1], **kwargs)
+    ours.load_state_dict(ref.state_dict())
+    with torch.set_grad_enabled(grad):
+        want = ref(x)
+        got = ours(x)
+        run = fastrnn.functional.gru if name == "GRU" else fastrnn.functional.rnn
+        extra = {} if name == "GRU" else dict(nonlinearity=ours.nonlinearity)
+        flat = run(x, None, ours._flat_weights, num_layers=ours.num_layers,
+                   bidirectional=ours.bidirectional, batch_first=ours.batch_first,
+                   training=ours.training, **extra)
+    assert len(stack_handoffs["module"]) == 1 and len(stack_handoffs["functional"]) == 1
+    # Bitwise: it is torch's own computation, the state included.
+    for result in (got, flat):
+        assert torch.equal(result[0], want[0]) and torch.equal(result[1], want[1])
+    if grad:
+        got[0].sum().backward()
 
 
 @pytest.mark.parametrize("name,kwargs", [("GRU", {}), ("RNN", dict(nonlinearity="relu")),
@@ -242,34 +267,16 @@ def stack_handoffs(monkeypatch):
                                                       batch_first=True))])
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
 def test_auto_runs_torch_for_one_step_gru_and_rnn(stack_handoffs, name, kwargs, grad):
-    torch.manual_seed(0)
-    ref = getattr(torch.nn, name)(32, 32, **kwargs)
-    ours = getattr(fastrnn, name)(32, 32, **kwargs)
-    ours.load_state_dict(ref.state_dict())
-    x = torch.randn(3, 1, 32, requires_grad=grad)        # one step (batch_first: 3 rows)
-    if kwargs.get("batch_first") is None:
-        x = torch.randn(1, 3, 32, requires_grad=grad)
-    with torch.set_grad_enabled(grad):
-        got, want = ours(x), ref(x)
-    assert len(stack_handoffs) == 1
-    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    shape = (3, 1, 32) if kwargs.get("batch_first") else (1, 3, 32)    # one step, 3 rows
+    _check_both_levels(stack_handoffs, name, kwargs, torch.randn(shape, requires_grad=grad), grad)
 
 
 @pytest.mark.parametrize("name,T,grad", [("GRU", 4, False), ("RNN", 8, False), ("RNN", 3, True),
                                          ("GRU", 2, True)])
 def test_auto_runs_torch_for_short_gru_and_rnn_where_it_is_faster(stack_handoffs, name, T, grad):
-    torch.manual_seed(0)
     H = 256 if (name, grad) == ("GRU", True) else 64      # GRU training: torch won from H = 256
-    ref = getattr(torch.nn, name)(H, H, num_layers=2)
-    ours = getattr(fastrnn, name)(H, H, num_layers=2)
-    ours.load_state_dict(ref.state_dict())
     x = torch.randn(T, 1, H, requires_grad=grad)
-    with torch.set_grad_enabled(grad):
-        got, want = ours(x), ref(x)
-    assert len(stack_handoffs) == 1
-    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    if grad:
-        got[0].sum().backward()
+    _check_both_levels(stack_handoffs, name, dict(num_layers=2), x, grad)
 
 
 def test_few_steps_rule_matches_the_measured_crossover():
@@ -302,4 +309,4 @@ def test_longer_sequences_and_lstm_keep_fastrnn(stack_handoffs, monkeypatch):
         monkeypatch.delenv(backends.ENV_VAR)
     lstm = fastrnn.LSTM(32, 32)
     lstm(torch.randn(2, 3, 32, requires_grad=True))[0].sum().backward()   # LSTM rule instead
-    assert stack_handoffs == []
+    assert stack_handoffs == {"module": [], "functional": []}
