@@ -140,6 +140,9 @@ _FEW_STEPS_TORCH_MAX = {
 }
 
 
+_FEW_STEPS_MAX = max(max(max(row) for row in table) for table in _FEW_STEPS_TORCH_MAX.values())
+
+
 def _bucket(value, limits):
     for k, limit in enumerate(limits):
         if value <= limit:
@@ -154,37 +157,37 @@ def _few_steps_faster_in_torch(kind, training, T, B, H):
     return T <= _FEW_STEPS_TORCH_MAX[kind, training][b][h]
 
 
+def _short_call_to_torch(kind, grad, T, B, w_hh):
+    """The rule for a float32 CPU GRU/RNN call of T steps that auto is in charge of. One step:
+    each layer is a cell step, and the cell rule above applies (GRU/RNN T = 1: torch 1.2-2.0x
+    faster in inference and 1.0-1.75x in training at B = 1-16, H = 64-256; fastrnn 0.63-0.82x
+    torch's time at 64 x 1024 inference). Two to eight steps: the measured table above."""
+    if T == 1:
+        return grad or _cell_faster_in_torch(B, w_hh.numel() * w_hh.element_size())
+    return T <= _FEW_STEPS_MAX and _few_steps_faster_in_torch(kind, grad, T, B, w_hh.shape[1])
+
+
 def takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training, num_layers):
     """Whether this GRU or RNN stack call (time-major x, validated) goes to torch's own GRU/RNN
-    because it has only a few time steps.
-
-    One step: each layer is a cell step, and the cell rule above applies (GRU/RNN T = 1: torch
-    1.2-2.0x faster in inference and 1.0-1.75x in training at B = 1-16, H = 64-256; fastrnn
-    0.63-0.82x torch's time at 64 x 1024 inference). Two to eight steps: the measured table above.
-    LSTMs keep the LSTM rule: fastrnn's backward was 1.3-4x faster than torch's at one step."""
-    T = x.shape[0]
-    if kind == "lstm" or packed or T > _FEW_STEPS_MAX:
+    because it has only a few time steps (_short_call_to_torch). LSTMs keep the LSTM rule:
+    fastrnn's backward was 1.3-4x faster than torch's at one step."""
+    if kind == "lstm" or packed or x.shape[0] > _FEW_STEPS_MAX:
         return False
     if dropout > 0 and training and num_layers > 1:
         return False        # dropout between layers stays fastrnn's, one RNG stream per model
-    tensors = [x, h0, *weights]
-    if T == 1:
-        return _step_goes_to_torch(backend, x, tensors, weights[1])
     if not _auto_float32_cpu(backend, x):
         return False
-    return _few_steps_faster_in_torch(kind, tracks_grad(tensors), T, x.shape[1],
-                                      weights[1].shape[1])
-
-
-_FEW_STEPS_MAX = max(max(max(row) for row in table) for table in _FEW_STEPS_TORCH_MAX.values())
+    return _short_call_to_torch(kind, tracks_grad([x, h0, *weights]), x.shape[0], x.shape[1],
+                                weights[1])
 
 
 def module_takes_few_steps(module, kind, input, hx):
     """takes_few_steps for a fastrnn.GRU/RNN module call, decided before any of fastrnn's own
     argument handling: the call then goes to torch.nn's forward and costs what torch.nn's does
     (fastrnn's module and functional code add ~15 us, a third of a short call's time). Batched,
-    unpacked tensors only; every other call takes the functional path and its hand-off."""
-    if module.backend != "auto" or not isinstance(input, torch.Tensor) or input.dim() != 3:
+    unpacked, non-empty tensors only; every other call takes the functional path and its
+    hand-off."""
+    if not isinstance(input, torch.Tensor) or input.dim() != 3:
         return False
     if not _auto_float32_cpu(module.backend, input):
         return False
@@ -197,9 +200,7 @@ def module_takes_few_steps(module, kind, input, hx):
     grad = torch.is_grad_enabled() and (
         input.requires_grad or (isinstance(hx, torch.Tensor) and hx.requires_grad)
         or any(w.requires_grad for w in weights))
-    if T == 1:
-        return grad or _cell_faster_in_torch(B, weights[1].numel() * weights[1].element_size())
-    return _few_steps_faster_in_torch(kind, grad, T, B, module.hidden_size)
+    return _short_call_to_torch(kind, grad, T, B, weights[1])
 
 
 def torch_forward(module, input, hx):
