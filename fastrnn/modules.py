@@ -24,9 +24,14 @@ class _BackendMixin:
 
     @classmethod
     @functools.cache
+    def _torch_class(cls):
+        """The torch.nn class this one stands in for."""
+        return next(c for c in cls.__mro__ if c.__module__.startswith("torch.nn"))
+
+    @classmethod
     def _torch_name(cls):
-        """The torch.nn class this one stands in for, as torch's messages name it."""
-        return next(c.__name__ for c in cls.__mro__ if c.__module__.startswith("torch.nn"))
+        """The torch.nn class's name, as torch's messages name it."""
+        return cls._torch_class().__name__
 
     def _set_backend(self, backend):
         self.backend = backends.check_name(backend)

@@ -28,7 +28,6 @@ steps instead of one: torch's own GRU/RNN measured faster at small batches and s
 follows the measured table (_FEW_STEPS_TORCH_MAX).
 """
 
-import functools
 import os
 
 import torch
@@ -205,12 +204,7 @@ def module_takes_few_steps(module, kind, input, hx):
 
 def torch_forward(module, input, hx):
     """torch.nn's own forward for a fastrnn module (its torch.nn base class's)."""
-    return _torch_forward_of(type(module))(module, input, hx)
-
-
-@functools.cache
-def _torch_forward_of(cls):
-    return next(c for c in cls.__mro__ if c.__module__.startswith("torch.nn")).forward
+    return module._torch_class().forward(module, input, hx)
 
 
 def stack(kind, nonlinearity, x, h0, weights, bias, num_layers, dropout, training, bidirectional):

@@ -64,33 +64,23 @@ def _projection(x, w_ih, bias, backend):
     return _input_projection(x, w_ih, bias)
 
 
-def _weight_grads(need, x, w_ih, dxg, dhg, out, h0, lengths, reverse):
+def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
     """dx, dW_ih, dW_hh, db_ih, db_hh from the gate gradients of all steps, as GEMMs.
 
-    ``need`` flags which of the five are wanted (None is returned for the others). ``out`` and
-    ``h0`` give the state each step started from (fastrnn.steps.previous_states).
+    ``need`` flags which of the five are wanted (None is returned for the others).
     """
     T, B, I = x.shape
     dxg2 = dxg.reshape(T * B, dxg.shape[2])
     dhg2 = dxg2 if dhg is dxg else dhg.reshape(T * B, dhg.shape[2])
     dx = linear(dxg2, w_ih.t()).view(T, B, I) if need[0] else None
     dw_ih = dxg2.t() @ x.reshape(T * B, I) if need[1] else None
-    dw_hh = _recurrent_weight_grad(dhg, out, h0, lengths, reverse) if need[2] else None
+    dw_hh = dhg2.t() @ hprev.reshape(T * B, hprev.shape[2]) if need[2] else None
     db_ih = dxg2.sum(0) if need[3] else None
     if need[4] and db_ih is not None and dhg2 is dxg2:
         db_hh = db_ih.clone()  # LSTM/RNN: the same sum; a copy, since autograd may reuse grads in place
     else:
         db_hh = dhg2.sum(0) if need[4] else None
     return dx, dw_ih, dw_hh, db_ih, db_hh
-
-
-def _recurrent_weight_grad(dhg, out, h0, lengths, reverse):
-    """dW_hh = sum over steps of dhg_t^T h_{t-1}, as one GEMM over all steps. (Two GEMMs over
-    views of out and h0, skipping the copy, measured no faster below 3 MB of states and 1.6x
-    slower at 50x8x1024: MKL's kernel for the odd row count.)"""
-    T, B, G = dhg.shape
-    hprev = previous_states(out, h0, lengths, reverse)
-    return dhg.reshape(T * B, G).t() @ hprev.reshape(T * B, out.shape[2])
 
 
 def _lstm_rnn_bias(b_ih, b_hh):
@@ -120,9 +110,9 @@ class LSTMFunction(torch.autograd.Function):
         dg, dh0, dc0, dw_hr = ctx.backend.lstm_backward(
             grad_out, grad_hn.contiguous(), grad_cn.contiguous(), tuple(saved),
             w_hh, w_hr, h0, c0, out, lengths, ctx.reverse)
+        hprev = previous_states(out, h0, lengths, ctx.reverse)
         need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[3:7], x, w_ih, dg, dg, out,
-                                                       h0, lengths, ctx.reverse)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[3:7], x, w_ih, dg, dg, hprev)
         return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, None, None, None
 
 
@@ -155,9 +145,9 @@ class GRUFunction(torch.autograd.Function):
         dxg, dhg, dh0 = ctx.backend.gru_backward(
             grad_out, grad_hn.contiguous(), tuple(saved),
             w_hh, b_hn, h0, out, lengths, ctx.reverse)
+        hprev = previous_states(out, h0, lengths, ctx.reverse)
         need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[2:6], x, w_ih, dxg, dhg, out,
-                                                       h0, lengths, ctx.reverse)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[2:6], x, w_ih, dxg, dhg, hprev)
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
 
 
@@ -182,9 +172,9 @@ class RNNFunction(torch.autograd.Function):
         dg, dh0 = ctx.backend.rnn_backward(
             grad_out, grad_hn.contiguous(), tuple(saved),
             w_hh, h0, out, lengths, ctx.reverse, ctx.nonlinearity)
+        hprev = previous_states(out, h0, lengths, ctx.reverse)
         need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[2:6], x, w_ih, dg, dg, out,
-                                                       h0, lengths, ctx.reverse)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[2:6], x, w_ih, dg, dg, hprev)
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None
 
 
