@@ -9,12 +9,14 @@ exp(x) = 2**n * p(r), n = round(x / ln2), r = x - n ln2 (two-part ln2), p a poly
   float64: Taylor to degree 12, truncation r**13/13! < 2e-16 relative on |r| <= ln2/2.
 2**n = 2 * 2**(n-1) is built from the exponent bits. x is clamped first so n stays in range: above
 the clamp the result is inf, below it 0 (float32 flushes exp(x < -86) to 0, float64 exp(x < -707));
-both saturate sigmoid/tanh exactly. NaN is selected back in explicitly at the end.
+both saturate sigmoid/tanh exactly. The clamp keeps NaN, which then flows through every step.
 sigmoid(x) = 1 / (1 + exp(-x));  tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|) in (0, 1].
 Inside sigmoid/tanh, exp skips the exact underflow to 0: below the clamp it returns exp(clamp)
 (~1e-37 in float32), which rounds 1 + e to 1 just the same, and the select costs ~5% of an LSTM
 cell.
 """
+
+import math
 
 import numpy as np
 from llvmlite import ir
@@ -40,6 +42,19 @@ def _f32_from_bits(typingctx, bits):
 
 
 @intrinsic
+def _bits(typingctx, x):
+    """The bits of a float32 (as int32) or float64 (as int64)."""
+    if x not in (types.float32, types.float64):
+        return None
+    ity = types.int32 if x == types.float32 else types.int64
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(ity.bitwidth))
+
+    return ity(x), codegen
+
+
+@intrinsic
 def _f64_from_bits(typingctx, bits):
     if bits != types.int64:      # 64-bit arithmetic below always types as int64
         return None
@@ -52,6 +67,7 @@ def _f64_from_bits(typingctx, bits):
 
 _F = np.float32
 _LOG2E_32 = _F(1.4426950408889634)
+_ROUND_32 = _F(12582912.0)            # 1.5 * 2**23: t + it rounds t to an integer, in t's low bits
 _LN2_HI_32 = _F(0.693359375)          # exactly representable: n * hi has no rounding error
 _LN2_LO_32 = _F(-2.12194440e-4)
 _LO_32 = _F(-86.0)                    # n - 1 >= -126: 2**(n-1) stays a normal number
@@ -60,6 +76,7 @@ _P32 = (_F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3),
         _F(4.1665795894e-2), _F(1.6666665459e-1), _F(5.0000001201e-1))
 
 _LOG2E_64 = 1.4426950408889634
+_ROUND_64 = 6755399441055744.0         # 1.5 * 2**52
 _LN2_HI_64 = 6.93147180369123816490e-01
 _LN2_LO_64 = 1.90821492927058770002e-10
 _LO_64 = -707.0
@@ -69,10 +86,15 @@ _HI_64 = 710.0
 @njit(cache=True, fastmath=ACT_FASTMATH, error_model="numpy")
 def _exp32_saturating(x):
     """exp(x) for x >= -86, exp(-86) below (see the module docstring)."""
-    # Clamp via selects; NaN compares false and is restored at the end.
-    xc = x if x > _LO_32 else _LO_32
-    xc = xc if xc < _HI_32 else _HI_32
-    n = np.floor(xc * _LOG2E_32 + _F(0.5))
+    # Clamp via selects that keep NaN (it compares false): LLVM makes each one vmaxps/vminps,
+    # and NaN flows through every step below (p is NaN) with no select to restore it.
+    xc = _LO_32 if x < _LO_32 else x
+    xc = _HI_32 if xc > _HI_32 else xc
+    # n = round(xc / ln2) by the add-and-subtract trick: t holds n in its low mantissa bits,
+    # which also give 2**n below without a float-to-int conversion (that one would be undefined
+    # for NaN).
+    t = xc * _LOG2E_32 + _ROUND_32
+    n = t - _ROUND_32
     r = xc - n * _LN2_HI_32
     r = r - n * _LN2_LO_32
     p = _P32[0]
@@ -83,9 +105,9 @@ def _exp32_saturating(x):
     p = p * r + _P32[5]
     p = (p * r) * r + r + _F(1.0)
     # 2**n as 2 * 2**(n-1): n = 128 occurs below the overflow threshold (88.03 < x < 88.72).
-    scale = _f32_from_bits((np.int32(n) + np.int32(126)) << np.int32(23))
-    y = (p + p) * scale
-    return y if x == x else x
+    # t's bits are those of _ROUND_32 plus n; shifted by 23, _ROUND_32's part leaves the word.
+    scale = _f32_from_bits((_bits(t) + np.int32(126)) << np.int32(23))
+    return (p + p) * scale
 
 
 @njit(cache=True, fastmath=ACT_FASTMATH, error_model="numpy")
@@ -97,9 +119,10 @@ def exp32(x):
 @njit(cache=True, fastmath=ACT_FASTMATH, error_model="numpy")
 def _exp64_saturating(x):
     """exp(x) for x >= -707, exp(-707) below."""
-    xc = x if x > _LO_64 else _LO_64
-    xc = xc if xc < _HI_64 else _HI_64
-    n = np.floor(xc * _LOG2E_64 + 0.5)
+    xc = _LO_64 if x < _LO_64 else x        # NaN flows through, as in _exp32_saturating
+    xc = _HI_64 if xc > _HI_64 else xc
+    t = xc * _LOG2E_64 + _ROUND_64
+    n = t - _ROUND_64
     r = xc - n * _LN2_HI_64
     r = r - n * _LN2_LO_64
     # Horner form of sum r**k / k!, k = 0..12.
@@ -116,9 +139,8 @@ def _exp64_saturating(x):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    scale = _f64_from_bits((np.int64(n) + np.int64(1022)) << np.int64(52))
-    y = (p + p) * scale
-    return y if x == x else x
+    scale = _f64_from_bits((_bits(t) + np.int64(1022)) << np.int64(52))
+    return (p + p) * scale
 
 
 @njit(cache=True, fastmath=ACT_FASTMATH, error_model="numpy")
@@ -139,18 +161,15 @@ def sigmoid64(x):
 
 @njit(cache=True, fastmath=ACT_FASTMATH, error_model="numpy")
 def tanh32(x):
-    ax = x if x >= _F(0.0) else -x
-    e = _exp32_saturating(_F(-2.0) * ax)
-    t = (_F(1.0) - e) / (_F(1.0) + e)
-    return t if x >= _F(0.0) else -t       # NaN: e is NaN, t is NaN, sign irrelevant
+    e = _exp32_saturating(_F(-2.0) * abs(x))
+    # copysign is one bit operation (a compare and a select before); NaN: e and t are NaN.
+    return math.copysign((_F(1.0) - e) / (_F(1.0) + e), x)
 
 
 @njit(cache=True, fastmath=ACT_FASTMATH, error_model="numpy")
 def tanh64(x):
-    ax = x if x >= 0.0 else -x
-    e = _exp64_saturating(-2.0 * ax)
-    t = (1.0 - e) / (1.0 + e)
-    return t if x >= 0.0 else -t
+    e = _exp64_saturating(-2.0 * abs(x))
+    return math.copysign((1.0 - e) / (1.0 + e), x)
 
 
 # Dtype-generic entry points for the kernels: resolved at compile time, so a float32 kernel
