@@ -424,9 +424,12 @@ def test_pack_rejects_non_contiguous_arrays():
 
 
 @pytest.mark.parametrize("kind,B,H,strategy", [
-    ("lstm", 64, 256, "loop"),       # W_hh 1 MiB: the row-split loop from 3 rows
-    ("lstm", 4, 256, "loop"),
-    ("lstm", 2, 256, "columns"),     # 1-2 rows from 512 KiB: the hidden units split
+    ("lstm", 64, 256, "loop"),       # W_hh 1 MiB: the row-split loop from 8 rows
+    ("lstm", 8, 256, "loop"),
+    ("lstm", 4, 256, "columns"),     # 3-6 rows from 1 MiB: the hidden units split
+    ("rnn", 6, 512, "columns"),
+    ("gru", 6, 256, "loop"),         # 768 KiB: mixed at 3-6 rows, the loop stays
+    ("lstm", 2, 256, "columns"),     # 1-2 rows from 512 KiB
     ("gru", 1, 256, "columns"),      # 768 KiB
     ("rnn", 1, 256, "loop"),         # 256 KiB: one row does not pay for a barrier per step
     ("lstm", 16, 512, "columns"),    # 4 MiB, up to 16 rows: the hidden units split
@@ -435,8 +438,8 @@ def test_pack_rejects_non_contiguous_arrays():
     ("lstm", 64, 1024, "step"),      # 16 MiB, many rows: the per-step GEMM
 ])
 def test_strategy_rule(kind, B, H, strategy):
-    # The measured crossover (benchmarks/results/cpu-strategy-2026-11-26-intel.md) as launch applies
-    # it, on a machine with 2 threads for torch.
+    # The measured crossover (benchmarks/results/cpu-strategy-2026-11-26-intel.md, and -zen4.md
+    # for 3-6 rows) as launch applies it, on a machine with 2 threads for torch.
     if team.threads() < 2:
         pytest.skip("the hidden-unit split needs 2 threads")
     line = nb.explain(kind, 10, B, H)

@@ -36,16 +36,19 @@ _HALF = (torch.float16, torch.bfloat16)
 # and from 512 KiB at 1-2 rows (1.07-1.35x); it lost to the loop below that (down to 0.76x). The
 # row-split loop won up to 3 MiB at any batch (and 4 MiB from 8 rows), also on the 2-core AMD
 # EPYC this rule was first measured on; the step GEMM wins beyond that.
+# On the Zen 4 machine (1 MiB L2 per core; benchmarks/strategy_crossover.py, T = 50; recorded in
+# benchmarks/results/cpu-strategy-2026-11-26-zen4.md) "columns" also won at 3-6 rows from 1 MiB
+# in two runs (LSTM H=256 B=4: 1.70 vs 2.00 ms inference, 5.49 vs 5.92 training; up to 1.27x at
+# 6 rows), was mixed at 576-768 KiB (0.9-1.1x) and tied or lost at 8 rows: with the rows split
+# each thread streams the whole weight from L3 every step, with the units split each reads half
+# of it. The rule: up to COLUMNS_TIERS[k][0] rows from COLUMNS_TIERS[k][1] bytes of W_hh.
 # A single step (the cells, T = 1) always takes "step": the compiled loops pack the weight first
 # (7 us for LSTM H=64, 28 us for H=128, ~0.5 ms for H=512), which only pays over many steps, and
 # the step product is then a one-off GEMM (no oneDNN packing either, see _step_product).
 # STRATEGY "loop", "columns" or "step" forces one (tests, benchmarks); projected LSTMs have no
 # "columns" kernel and take the loop instead.
 STRATEGY = "auto"
-COLUMNS_MIN_WEIGHT_BYTES = 3 << 20
-COLUMNS_MAX_ROWS = 16
-COLUMNS_FEW_ROWS = 2
-COLUMNS_FEW_ROWS_MIN_WEIGHT_BYTES = 512 << 10
+COLUMNS_TIERS = ((2, 512 << 10), (6, 1 << 20), (16, 3 << 20))
 LOOP_ANY_BATCH_WEIGHT_BYTES = 3 << 20
 LOOP_MAX_WEIGHT_BYTES = 4 << 20
 LOOP_MIN_ROWS_LARGE_WEIGHT = 8
@@ -186,8 +189,7 @@ def _strategy(T, B, K, N, cdt, proj=False):
     if T == 1:
         return "step"   # a cell: packing the weight for the compiled loop costs more than the step
     weight = K * N * cdt.itemsize
-    if columns and ((weight >= COLUMNS_MIN_WEIGHT_BYTES and B <= COLUMNS_MAX_ROWS) or
-                    (weight >= COLUMNS_FEW_ROWS_MIN_WEIGHT_BYTES and B <= COLUMNS_FEW_ROWS)):
+    if columns and any(B <= rows and weight >= least for rows, least in COLUMNS_TIERS):
         return "columns"
     if weight <= LOOP_ANY_BATCH_WEIGHT_BYTES:
         return "loop"
