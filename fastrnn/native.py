@@ -8,10 +8,15 @@ size it was 1.05-1.6x slower (benchmarks/native_lstm_crossover.py, recorded in
 benchmarks/results/cpu-native-lstm-2026-11-26.md). There `auto` calls torch, so swapping
 torch.nn.LSTM for fastrnn.LSTM never slows LSTM inference down.
 
-Everything else keeps fastrnn's kernels: training (fastrnn's backward measured 0.9-1.15x torch's
-at these sizes), GRU and RNN (torch runs them unfused: fastrnn is 1.2-10x faster), projections
-and packed input (torch leaves oneDNN for those), other dtypes, an explicit backend="numba", and
-FASTRNN_BACKEND naming a backend.
+Training (forward and backward) has its own measured table (the same script with `training`,
+recorded in the same file): torch's fused forward and backward were 5-10% faster at hidden size 64
+with 16-64 rows, 128 with up to 32 rows and 256 with 8-16 rows, and `auto` calls torch there;
+fastrnn was up to 1.3x faster at the other sizes (1.25x at 64 rows of H = 128, 1.15x at one row of
+H = 512) and keeps them.
+
+Everything else keeps fastrnn's kernels: GRU and RNN (torch runs them unfused: fastrnn is
+1.2-10x faster), projections and packed input (torch leaves oneDNN for those), other dtypes, an
+explicit backend="numba", and FASTRNN_BACKEND naming a backend.
 
 The cells (LSTMCell, GRUCell, RNNCell) are one step: two GEMMs and a pointwise update, nothing
 to fuse across time. fastrnn's single step wins only where its fused pointwise update outweighs
@@ -42,23 +47,41 @@ _MIN_HIDDEN = 128
 _MIN_ROWS_SMALL_HIDDEN = 16
 
 
+# Training: hidden size bucket -> (fewest, most) rows where torch was faster (module docstring);
+# a hidden size takes the smallest bucket at least as large, none beyond 256.
+_TRAINING_TORCH_ROWS = {64: (16, 64), 128: (1, 32), 256: (8, 16)}
+
+
 def _faster(B, H):
     return 16 * H * H <= _MAX_WEIGHT_BYTES and (H >= _MIN_HIDDEN or B >= _MIN_ROWS_SMALL_HIDDEN)
 
 
-def _torch_is_faster(device, dtype, B, H):
+def _faster_training(B, H):
+    for bucket, (fewest, most) in _TRAINING_TORCH_ROWS.items():
+        if H <= bucket:
+            return fewest <= B <= most
+    return False
+
+
+def _torch_is_faster(device, dtype, B, H, training=False):
     """auto is in charge (no FASTRNN_BACKEND naming a backend), torch would run oneDNN's fused
-    LSTM for this device and dtype, and this size measured faster there."""
+    LSTM for this device and dtype, and this size measured faster there (for training: forward
+    and backward)."""
     return ((os.environ.get(backends.ENV_VAR) or "auto") == "auto"
             and torch.device(device).type == "cpu" and dtype == torch.float32
-            and onednn_enabled() and _faster(B, H))
+            and onednn_enabled() and (_faster_training(B, H) if training else _faster(B, H)))
 
 
 def explain(kind, B, H, dtype, device):
-    """A line saying that `auto` runs torch for this layer's inference, or None."""
-    if kind != "lstm" or not _torch_is_faster(device, dtype, B, H):
+    """A line saying where `auto` runs torch's LSTM for this layer (inference, training), or
+    None."""
+    if kind != "lstm":
         return None
-    return "inference: torch's fused oneDNN LSTM (faster here, fastrnn/native.py)"
+    modes = [mode for mode, training in (("inference", False), ("training", True))
+             if _torch_is_faster(device, dtype, B, H, training)]
+    if not modes:
+        return None
+    return f"{' and '.join(modes)}: torch's fused oneDNN LSTM (faster here, fastrnn/native.py)"
 
 
 def takes_lstm(backend, x, h0, c0, weights, projected, packed, dropout, training, num_layers):
@@ -67,8 +90,8 @@ def takes_lstm(backend, x, h0, c0, weights, projected, packed, dropout, training
         return False        # torch leaves oneDNN for projections and packed input
     if dropout > 0 and training and num_layers > 1:
         return False        # dropout between layers stays fastrnn's, one RNG stream per model
-    return (not tracks_grad([x, h0, c0, *weights])
-            and _torch_is_faster(x.device, x.dtype, x.shape[1], h0.shape[-1]))
+    return _torch_is_faster(x.device, x.dtype, x.shape[1], h0.shape[-1],
+                            tracks_grad([x, h0, c0, *weights]))
 
 
 def lstm(x, h0, c0, weights, bias, num_layers, dropout, training, bidirectional):

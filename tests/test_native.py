@@ -77,10 +77,38 @@ def test_explicit_backend_and_environment_keep_fastrnn(handoffs, monkeypatch):
 
 
 @needs_onednn
-def test_training_keeps_fastrnn(handoffs):
+def test_training_runs_torch_lstm_where_it_is_faster(handoffs):
+    # Forward and backward are torch's own: outputs and every gradient bitwise equal.
+    ref, ours = _pair(128, num_layers=2)
+    ref.train(), ours.train()
+    x = torch.randn(5, 8, 128, requires_grad=True)
+    grads = []
+    for model in (ours, ref):
+        out, (h, c) = model(x)
+        (out.sum() + h.sum() + c.sum()).backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in model.parameters()])
+        x.grad = None
+    assert len(handoffs) == 1
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+@needs_onednn
+def test_training_keeps_fastrnn_where_it_is_faster(handoffs):
     ref, ours = _pair(128)
     ref.train(), ours.train()
-    _no_handoff(handoffs, ref, ours, torch.randn(4, 2, 128), grad=True)
+    _no_handoff(handoffs, ref, ours, torch.randn(4, 64, 128), grad=True)
+    ref, ours = _pair(512)
+    ref.train(), ours.train()
+    _no_handoff(handoffs, ref, ours, torch.randn(3, 2, 512), grad=True)
+
+
+@needs_onednn
+def test_training_size_rule_matches_the_measured_crossover():
+    assert native._faster_training(16, 64) and not native._faster_training(8, 64)
+    assert native._faster_training(1, 128) and native._faster_training(32, 128)
+    assert not native._faster_training(64, 128)
+    assert native._faster_training(8, 200) and not native._faster_training(4, 256)
+    assert not native._faster_training(16, 512)
 
 
 @needs_onednn
@@ -126,7 +154,11 @@ def test_benchmark_names_the_handoff(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     size = SimpleNamespace(T=10, B=4, H=128)
     line = providers.get("fastrnn-auto").strategy("lstm", size, torch.float32, "cpu")
-    assert line.startswith("inference: torch's fused oneDNN LSTM") and "training: one compiled" in line
+    assert line.startswith("inference and training: torch's fused oneDNN LSTM")
+    assert "otherwise: one compiled" in line
+    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=64, H=128),
+                                                  torch.float32, "cpu")
+    assert line.startswith("inference: torch's fused oneDNN LSTM")
     assert "torch" not in providers.get("fastrnn-numba").strategy("lstm", size, torch.float32, "cpu")
     assert "torch" not in providers.get("fastrnn-auto").strategy("gru", size, torch.float32, "cpu")
 

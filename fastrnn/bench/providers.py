@@ -129,7 +129,7 @@ class FastrnnProvider(Provider):
                                                         dtype, device))
         handed = native.explain(kind, size.B, size.H, dtype, device) if self.backend == "auto" else None
         if handed is not None:
-            line = f"{handed}; training: {line}"
+            line = f"{handed}; otherwise: {line}"
         return line
 
 
