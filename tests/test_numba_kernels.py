@@ -426,13 +426,15 @@ def test_pack_rejects_non_contiguous_arrays():
 @pytest.mark.parametrize("kind,B,H,strategy", [
     ("lstm", 64, 256, "loop"),       # W_hh 1 MiB: the row-split loop from 8 rows
     ("lstm", 8, 256, "loop"),
-    ("lstm", 4, 256, "columns"),     # 3-6 rows from 1 MiB: the hidden units split
+    ("lstm", 4, 256, "columns"),     # 3-7 rows from 1 MiB: the hidden units split
     ("rnn", 6, 512, "columns"),
-    ("gru", 6, 256, "loop"),         # 768 KiB: mixed at 3-6 rows, the loop stays
+    ("gru", 6, 256, "loop"),         # 768 KiB: mixed at 3-7 rows, the loop stays
     ("lstm", 2, 256, "columns"),     # 1-2 rows from 512 KiB
     ("gru", 1, 256, "columns"),      # 768 KiB
     ("rnn", 1, 256, "loop"),         # 256 KiB: one row does not pay for a barrier per step
-    ("lstm", 16, 512, "columns"),    # 4 MiB, up to 16 rows: the hidden units split
+    ("gru", 16, 512, "loop"),        # 3 MiB, 8-16 rows: the loop up to 4 MiB
+    ("lstm", 16, 512, "loop"),       # 4 MiB
+    ("lstm", 16, 640, "columns"),    # 6.25 MiB, up to 16 rows: the hidden units split
     ("lstm", 32, 512, "loop"),       # 4 MiB, 32 rows share each pass over it
     ("gru", 16, 1024, "columns"),    # 12 MiB
     ("lstm", 64, 1024, "step"),      # 16 MiB, many rows: the per-step GEMM

@@ -41,17 +41,21 @@ _HALF = (torch.float16, torch.bfloat16)
 # in two runs (LSTM H=256 B=4: 1.70 vs 2.00 ms inference, 5.49 vs 5.92 training; up to 1.27x at
 # 6 rows), was mixed at 576-768 KiB (0.9-1.1x) and tied or lost at 8 rows: with the rows split
 # each thread streams the whole weight from L3 every step, with the units split each reads half
-# of it. The rule: up to COLUMNS_TIERS[k][0] rows from COLUMNS_TIERS[k][1] bytes of W_hh.
+# of it. At 8-16 rows with 3-4 MiB the row split was as fast or faster (GRU H=448-512 1.05-1.24x,
+# LSTM and RNN ties), so there the hidden units are split only beyond 4 MiB, where the loop is
+# not an option and "columns" beat the per-step GEMM. The rule: up to COLUMNS_TIERS[k][0] rows
+# from COLUMNS_TIERS[k][1] bytes of W_hh.
 # A single step (the cells, T = 1) always takes "step": the compiled loops pack the weight first
 # (7 us for LSTM H=64, 28 us for H=128, ~0.5 ms for H=512), which only pays over many steps, and
 # the step product is then a one-off GEMM (no oneDNN packing either, see _step_product).
 # STRATEGY "loop", "columns" or "step" forces one (tests, benchmarks); projected LSTMs have no
 # "columns" kernel and take the loop instead.
 STRATEGY = "auto"
-COLUMNS_TIERS = ((2, 512 << 10), (6, 1 << 20), (16, 3 << 20))
 LOOP_ANY_BATCH_WEIGHT_BYTES = 3 << 20
 LOOP_MAX_WEIGHT_BYTES = 4 << 20
 LOOP_MIN_ROWS_LARGE_WEIGHT = 8
+COLUMNS_TIERS = ((2, 512 << 10), (LOOP_MIN_ROWS_LARGE_WEIGHT - 1, 1 << 20),
+                 (16, LOOP_MAX_WEIGHT_BYTES + 1))
 
 # When the batch is split across torch's OpenMP threads (kernels/numba/team.py): a whole-sequence
 # recurrence from 2^23 multiply-adds over all steps, a per-step pointwise update from 2^12 cells
