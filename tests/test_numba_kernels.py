@@ -251,6 +251,7 @@ def test_input_projected_in_chunks_matches_whole(cell, reverse, lengths_kind, ne
     bias = torch.rand(G, generator=g, dtype=torch.float64) - 0.5
     whole = ops._input_projection(x, w_ih, bias)
     monkeypatch.setattr(launch, "STRATEGY", "loop")
+    monkeypatch.setattr(launch, "FUSE_PROJECTION", False)      # LSTM: see the test below
     monkeypatch.setattr(launch, "PROJECT_IN_CHUNKS_FROM", 0)
     monkeypatch.setattr(launch, "PROJECT_CHUNK_BYTES", 3 * B * G * 8)
     chunks = list(ops.InputProjection(x, w_ih, bias).chunks(3, reverse))
@@ -266,6 +267,92 @@ def test_input_projected_in_chunks_matches_whole(cell, reverse, lengths_kind, ne
         assert len(saved) == len(whole_saved)
         for a, b in zip(saved, whole_saved):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def _projection_case(T, B, H, I, lengths_kind, dtype):
+    case = make_case("lstm", T, B, H, lengths_kind)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(T, B, I, generator=g, dtype=torch.float64) * 2 - 1
+    w_ih = (torch.rand(4 * H, I, generator=g, dtype=torch.float64) - 0.5) / I ** 0.5
+    bias = torch.rand(4 * H, generator=g, dtype=torch.float64) - 0.5
+    # float32-representable values, so that only the arithmetic differs between dtypes
+    cast = {k: (v.to(dtype).double() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                else v) for k, v in case.items()}
+    return cast, x.to(dtype).double(), w_ih.to(dtype).double(), bias.to(dtype).double()
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one", "split"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("need_grad", [False, True], ids=["infer", "train"])
+@pytest.mark.parametrize("lengths_kind", [None, "mixed"], ids=["nolen", "lens"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_lstm_projection_inside_the_loop_matches_reference(reverse, lengths_kind, need_grad,
+                                                           dtype, split, monkeypatch):
+    # lstm_forward_fused ([x_t, h] @ [W_ih, W_hh]^T each step) against the reference on the
+    # whole projection, in one thread or as 3 chunks of rows (uneven: 13 rows) on the team; what
+    # it saves for backward equals what the unfused loop saves.
+    T, B, H, I = 9, 13, 33, 5
+    case, x, w_ih, bias = _projection_case(T, B, H, I, lengths_kind, dtype)
+    monkeypatch.setattr(launch, "STRATEGY", "loop")
+    monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
+    if split:
+        monkeypatch.setattr(team, "threads", lambda: 3)
+    calls = []
+    real = launch._lstm_forward_fused
+    monkeypatch.setattr(launch, "_lstm_forward_fused", lambda *a: calls.append(1) or real(*a))
+    low = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+           for k, v in case.items()}
+    projection = ops.InputProjection(x.to(dtype), w_ih.to(dtype), bias.to(dtype))
+    got, saved = _forward(nb, "lstm", low, projection, reverse, need_grad)
+    assert calls == [1]
+    want, _ = _forward(reference, "lstm", case, ops._input_projection(x, w_ih, bias), reverse,
+                       need_grad)
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.double(), b, **TOL[dtype])
+    if need_grad:
+        monkeypatch.setattr(launch, "FUSE_PROJECTION", False)
+        unfused = _forward(nb, "lstm", low, projection, reverse, True)[1]
+        assert len(saved) == len(unfused) == 2
+        for a, b in zip(saved, unfused):
+            torch.testing.assert_close(a, b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_lstm_projection_inside_the_loop_half_types(dtype):
+    # Half inputs: the float32 computation, rounded once.
+    case, x, w_ih, bias = _projection_case(6, 8, 33, 5, "mixed", dtype)
+
+    def forward(dt):
+        low = {k: (v.to(dt) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+               for k, v in case.items()}
+        return _forward(nb, "lstm", low, ops.InputProjection(x.to(dt), w_ih.to(dt),
+                                                              bias.to(dt)), True, False)[0]
+
+    for half, single in zip(forward(dtype), forward(torch.float32)):
+        assert half.dtype == dtype
+        torch.testing.assert_close(half, single.to(dtype), atol=0, rtol=0)
+
+
+def test_lstm_projection_inside_the_loop_rule(monkeypatch):
+    # Fused only for an InputProjection, without proj_size, with 4 rows or more per thread and
+    # [W_ih, W_hh] up to FUSE_MAX_WEIGHT_BYTES.
+    monkeypatch.setattr(team, "threads", lambda: 2)
+    f32 = torch.float32
+
+    def fuses(T, B, H, I, proj=False, tensor=False):
+        x = torch.zeros(T, B, I)
+        xg = torch.zeros(T, B, 4 * H) if tensor else ops.InputProjection(x, torch.zeros(4 * H, I),
+                                                                          None)
+        return launch._fuses_projection(xg, B, T, 4 * H, H, H, proj, f32)
+
+    assert fuses(100, 16, 128, 128) and fuses(100, 4, 32, 32)
+    assert not fuses(100, 3, 32, 32)                 # one thread, 3 rows
+    assert not fuses(100, 4, 64, 64)                 # split: 2 rows per thread
+    assert fuses(100, 64, 512, 512)                  # 8 MiB
+    assert not fuses(100, 64, 512, 1024)             # 12 MiB
+    assert not fuses(100, 16, 128, 128, proj=True)
+    assert not fuses(100, 16, 128, 128, tensor=True)
 
 
 def test_inputs_are_not_modified():

@@ -121,6 +121,29 @@ def lstm_forward_recurrence(xg, w_hh_tp, w_hr_tp, h, c, lengths, reverse, proj, 
 
 
 @njit(**JIT)
+def lstm_forward_fused(x, w_tp, bias_rows, h, c, lengths, reverse, need_grad, out, gates, cs,
+                       xh, pre, lens_t, lo, hi):
+    """lstm_forward_recurrence (without projection) with the input projection inside: each
+    step's gate pre-activations come from one product [x_t, h_{t-1}] @ [W_ih, W_hh]^T, so the
+    projection of all steps is never written out and read back. w_tp: [W_ih, W_hh]^T
+    (I + H, 4H) packed by linalg.pack_weight; bias_rows (B, 4H): b_ih + b_hh in every row.
+    Scratch: xh (B, I + H), pre (1, B, 4H), lens_t (B,) int64. The pointwise step is
+    lstm_forward_step's, run on one-step views (step t as step 0, lengths counted from t)."""
+    T, I = x.shape[0], x.shape[2]
+    H = c.shape[1]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        ts = t if need_grad else 0
+        for b in range(lo, hi):
+            copy_row(x[t, b], xh[b], I)
+            copy_row(h[b], xh[b, I:], H)
+            lens_t[b] = lengths[b] - t
+        matmul_packed(xh[lo:hi], w_tp, pre[0, lo:hi], 0, pre.shape[2])
+        lstm_forward_step(0, need_grad, pre, bias_rows, h, c, lens_t, False, out[t:t + 1],
+                          gates[ts:ts + 1], cs[ts:ts + 1], cs[ts:ts + 1], lo, hi)
+
+
+@njit(**JIT)
 def _add_rows(x, y, dst, n):
     for j in range(n):
         dst[j] = x[j] + y[j]
