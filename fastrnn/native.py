@@ -10,7 +10,7 @@ torch.nn.LSTM for fastrnn.LSTM never slows LSTM inference down.
 
 Training (forward and backward) has its own measured table (the same script with `training`,
 recorded in the same file): torch's fused forward and backward were 5-10% faster at hidden size 64
-with 16-64 rows, 128 with up to 32 rows and 256 with 8-16 rows, and `auto` calls torch there;
+with 16-64 rows, 128 with up to 32 rows and 256 with 4-16 rows, and `auto` calls torch there;
 fastrnn was up to 1.3x faster at the other sizes (1.25x at 64 rows of H = 128, 1.15x at one row of
 H = 512) and keeps them.
 
@@ -49,7 +49,7 @@ _MIN_ROWS_SMALL_HIDDEN = 16
 
 # Training: hidden size bucket -> (fewest, most) rows where torch was faster (module docstring);
 # a hidden size takes the smallest bucket at least as large, none beyond 256.
-_TRAINING_TORCH_ROWS = {64: (16, 64), 128: (1, 32), 256: (8, 16)}
+_TRAINING_TORCH_ROWS = {64: (16, 64), 128: (1, 32), 256: (4, 16)}
 
 
 def _faster(B, H):

@@ -107,7 +107,7 @@ def test_training_size_rule_matches_the_measured_crossover():
     assert native._faster_training(16, 64) and not native._faster_training(8, 64)
     assert native._faster_training(1, 128) and native._faster_training(32, 128)
     assert not native._faster_training(64, 128)
-    assert native._faster_training(8, 200) and not native._faster_training(4, 256)
+    assert native._faster_training(4, 200) and not native._faster_training(2, 256)
     assert not native._faster_training(16, 512)
 
 
