@@ -2,17 +2,19 @@
 
 torch runs float32 CPU LSTMs (no projection, not packed) through oneDNN's fused RNN primitive,
 which uses every core even for a single sequence and runs close to the machine's GEMM rate.
-fastrnn's numba backend beats it in inference only for hidden size 64 with up to 8 rows and for
-the weights that take its per-step GEMM strategy (4H x H over 4 MiB); at every other measured
-size it was 1.05-1.6x slower (benchmarks/native_lstm_crossover.py, recorded in
-benchmarks/results/cpu-native-lstm-2026-11-26.md). There `auto` calls torch, so swapping
-torch.nn.LSTM for fastrnn.LSTM never slows LSTM inference down.
-
-Training (forward and backward) has its own measured table (the same script with `training`,
-recorded in the same file): torch's fused forward and backward were 5-10% faster at hidden size 64
-with 16-64 rows, 128 with up to 32 rows and 256 with 4-16 rows, and `auto` calls torch there;
-fastrnn was up to 1.3x faster at the other sizes (1.25x at 64 rows of H = 128, 1.15x at one row of
-H = 512) and keeps them.
+benchmarks/native_lstm_crossover.py measures fastrnn's numba backend against it (T = 100, input
+size = H, recorded in benchmarks/results/cpu-native-lstm-2026-11-26.md), and `auto` calls torch
+at the sizes where torch was faster, so swapping torch.nn.LSTM for fastrnn.LSTM does not slow an
+LSTM down:
+- inference (three runs, after fastrnn's loop took the input projection inside): torch was
+  1.02-1.29x faster at H = 128 with 1-4 rows, H = 256 with 4-8 rows and H = 512 with 8-32
+  rows; fastrnn was faster or even everywhere else (H = 64: 1.04-1.47x; one or two rows of
+  H = 256-512: up to 1.27x; H = 1024: 1.1-2.9x);
+- training (forward and backward): torch's were 2-13% faster at H = 64 with 16-64 rows, 128
+  with up to 32 rows and 256 with 4-16 rows; fastrnn was up to 1.3x faster at the other sizes
+  (1.25x at 64 rows of H = 128, 1.15x at one row of H = 512).
+A hidden size takes the table row of the smallest measured size at least as large; beyond 512
+fastrnn keeps every call.
 
 Everything else keeps fastrnn's kernels: GRU and RNN (torch runs them unfused: fastrnn is
 1.2-10x faster), projections and packed input (torch leaves oneDNN for those), other dtypes, an
@@ -41,26 +43,27 @@ from . import backends
 from .kernels.gemm import onednn_enabled
 from .ops import tracks_grad
 
-# The hidden sizes and batches where torch's fused LSTM was faster (see the module docstring).
-_MAX_WEIGHT_BYTES = 4 << 20
-_MIN_HIDDEN = 128
-_MIN_ROWS_SMALL_HIDDEN = 16
-
-
-# Training: hidden size bucket -> (fewest, most) rows where torch was faster (module docstring);
-# a hidden size takes the smallest bucket at least as large, none beyond 256.
+# Hidden size bucket -> (fewest, most) rows where torch's fused LSTM was faster (module
+# docstring), for inference and for training.
+_INFERENCE_TORCH_ROWS = {128: (1, 4), 256: (4, 8), 512: (8, 32)}
 _TRAINING_TORCH_ROWS = {64: (16, 64), 128: (1, 32), 256: (4, 16)}
 
 
+def _torch_rows(table, B, H):
+    """Whether B rows of hidden size H fall in the table's band for H's bucket."""
+    for bucket in (64, 128, 256, 512):
+        if H <= bucket:
+            band = table.get(bucket)
+            return band is not None and band[0] <= B <= band[1]
+    return False
+
+
 def _faster(B, H):
-    return 16 * H * H <= _MAX_WEIGHT_BYTES and (H >= _MIN_HIDDEN or B >= _MIN_ROWS_SMALL_HIDDEN)
+    return _torch_rows(_INFERENCE_TORCH_ROWS, B, H)
 
 
 def _faster_training(B, H):
-    for bucket, (fewest, most) in _TRAINING_TORCH_ROWS.items():
-        if H <= bucket:
-            return fewest <= B <= most
-    return False
+    return _torch_rows(_TRAINING_TORCH_ROWS, B, H)
 
 
 def _torch_is_faster(device, dtype, B, H, training=False):

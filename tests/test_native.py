@@ -39,7 +39,7 @@ def _pair(H, **kwargs):
 @pytest.mark.parametrize("kwargs", [{}, dict(num_layers=2, bidirectional=True, batch_first=True)])
 def test_auto_runs_torch_lstm_where_it_is_faster(handoffs, kwargs):
     ref, ours = _pair(128, **kwargs)
-    x = torch.randn(5, 3, 128)
+    x = torch.randn(3, 3, 128)          # 3 rows of H = 128, batch_first or not
     with torch.no_grad():
         got, (h, c) = ours(x)
         want, (h_ref, c_ref) = ref(x)
@@ -50,9 +50,11 @@ def test_auto_runs_torch_lstm_where_it_is_faster(handoffs, kwargs):
 
 @needs_onednn
 def test_size_rule_matches_the_measured_crossover():
-    assert native._faster(1, 128) and native._faster(64, 512)
-    assert native._faster(16, 64) and not native._faster(8, 64)
-    assert not native._faster(4, 1024)      # per-step GEMM strategy: fastrnn measured faster
+    assert native._faster(1, 128) and native._faster(4, 128) and not native._faster(8, 128)
+    assert native._faster(4, 256) and native._faster(8, 256) and not native._faster(2, 256)
+    assert native._faster(32, 512) and not native._faster(64, 512)
+    assert not native._faster(16, 64) and not native._faster(1, 64)
+    assert not native._faster(8, 1024)
 
 
 def _no_handoff(handoffs, ref, ours, x, grad=False, **call):
@@ -156,9 +158,12 @@ def test_benchmark_names_the_handoff(monkeypatch):
     line = providers.get("fastrnn-auto").strategy("lstm", size, torch.float32, "cpu")
     assert line.startswith("inference and training: torch's fused oneDNN LSTM")
     assert "otherwise: one compiled" in line
-    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=64, H=128),
+    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=32, H=512),
                                                   torch.float32, "cpu")
     assert line.startswith("inference: torch's fused oneDNN LSTM")
+    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=64, H=128),
+                                                  torch.float32, "cpu")
+    assert "torch" not in line
     assert "torch" not in providers.get("fastrnn-numba").strategy("lstm", size, torch.float32, "cpu")
     assert "torch" not in providers.get("fastrnn-auto").strategy("gru", size, torch.float32, "cpu")
 
