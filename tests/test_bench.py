@@ -172,11 +172,11 @@ def test_half_written_backend_does_not_stop_the_run(monkeypatch):
 
 
 def test_backend_explain_is_shown(monkeypatch):
-    fake = types.SimpleNamespace(NAME="numba", explain=lambda kind, T, B, H, P, dtype, device:
-                                 f"{kind} T={T} B={B} H={H} P={P}")
+    fake = types.SimpleNamespace(NAME="numba", explain=lambda kind, T, B, H, P, dtype, device, I:
+                                 f"{kind} T={T} B={B} H={H} P={P} I={I}")
     monkeypatch.setattr(backends, "get", lambda name: fake)
     text = providers.get("fastrnn-numba").strategy("gru", TINY, torch.float32, torch.device("cpu"))
-    assert text == "gru T=4 B=2 H=5 P=5"
+    assert text == "gru T=4 B=2 H=5 P=5 I=3"
 
 
 @pytest.mark.parametrize("kind", grid.KINDS)

@@ -154,14 +154,14 @@ def test_benchmark_names_the_handoff(monkeypatch):
 
     from fastrnn.bench import providers
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
-    size = SimpleNamespace(T=10, B=4, H=128)
+    size = SimpleNamespace(T=10, B=4, I=128, H=128)
     line = providers.get("fastrnn-auto").strategy("lstm", size, torch.float32, "cpu")
     assert line.startswith("inference and training: torch's fused oneDNN LSTM")
     assert "otherwise: one compiled" in line
-    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=32, H=512),
+    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=32, I=512, H=512),
                                                   torch.float32, "cpu")
     assert line.startswith("inference: torch's fused oneDNN LSTM")
-    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=64, H=128),
+    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=64, I=128, H=128),
                                                   torch.float32, "cpu")
     assert "torch" not in line
     assert "torch" not in providers.get("fastrnn-numba").strategy("lstm", size, torch.float32, "cpu")

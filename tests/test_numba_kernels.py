@@ -344,7 +344,7 @@ def test_lstm_projection_inside_the_loop_rule(monkeypatch):
         x = torch.zeros(T, B, I)
         xg = torch.zeros(T, B, 4 * H) if tensor else ops.InputProjection(x, torch.zeros(4 * H, I),
                                                                           None)
-        return launch._fuses_projection(xg, B, T, 4 * H, H, H, proj, f32)
+        return launch._fuses_projection(xg, proj, f32)
 
     assert fuses(100, 16, 128, 128) and fuses(100, 4, 32, 32)
     assert not fuses(100, 3, 32, 32)                 # one thread, 3 rows
@@ -353,6 +353,10 @@ def test_lstm_projection_inside_the_loop_rule(monkeypatch):
     assert not fuses(100, 64, 512, 1024)             # 12 MiB
     assert not fuses(100, 16, 128, 128, proj=True)
     assert not fuses(100, 16, 128, 128, tensor=True)
+    line = nb.explain("lstm", 100, 16, 128, I=128)
+    assert line.startswith("one compiled loop over 100 steps, input projection inside"), line
+    assert "inside" not in nb.explain("lstm", 100, 16, 128)         # input size unknown
+    assert "inside" not in nb.explain("gru", 100, 16, 128, I=128)
 
 
 def test_inputs_are_not_modified():

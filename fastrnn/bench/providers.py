@@ -126,7 +126,7 @@ class FastrnnProvider(Provider):
             name = backends.resolve("auto", device, dtype).NAME
         explain = getattr(backends.get(name), "explain", None)
         line = None if explain is None else str(explain(kind, size.T, size.B, size.H, size.H,
-                                                        dtype, device))
+                                                        dtype, device, I=size.I))
         handed = native.explain(kind, size.B, size.H, dtype, device) if self.backend == "auto" else None
         if handed is not None:
             line = f"{handed}; otherwise: {line}"

@@ -262,8 +262,9 @@ def _forward_columns(entry, cdt, x_np, w_hh, groups, h_np, *args):
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
-    """Which strategy the forward recurrence uses for this layer, in one line."""
+def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu", I=None):
+    """Which strategy the forward recurrence uses for this layer, in one line (with the input
+    size I: whether an LSTM's loop takes the input projection inside)."""
     P = P or H
     G = _GATES[kind] * H
     cdt = _compute_dtype(dtype)
@@ -272,6 +273,12 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu"):
         threads = len(_hidden_slices(H, cdt)) - 1
         return (f"one compiled loop over {T} steps (product {B}x{P}x{G} per step), hidden units "
                 f"split over {threads} threads")
+    if strategy == "loop" and kind == "lstm" and I is not None and _fuses(T, B, G, I, H, P != H,
+                                                                           cdt):
+        chunks = _chunks(B, _fused_macs(T, B, G, I, H), SPLIT_MIN_MACS)
+        split = f", batch split over {chunks} threads" if chunks > 1 else ""
+        return (f"one compiled loop over {T} steps, input projection inside (product "
+                f"{B}x{I + H}x{G} per step){split}")
     if strategy == "loop":
         chunks = _chunks(B, T * B * P * G, SPLIT_MIN_MACS)
         split = f", batch split over {chunks} threads" if chunks > 1 else ""
@@ -425,7 +432,7 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
     elif strategy == "columns":
         _forward_columns(threaded.lstm_forward_columns_entry, cdt, x_np, w_hh, 4, h_np, c_np,
                          lens, bool(reverse), bool(need_grad), out_np, gates_np, cs_np)
-    elif _fuses_projection(xg, B, T, G, P, H, proj, cdt):
+    elif _fuses_projection(xg, proj, cdt):
         _lstm_forward_fused(xg, w_hh, cdt, h_np, c_np, lens, lengths, bool(reverse),
                             bool(need_grad), out_np, gates_np, cs_np)
     else:
@@ -449,15 +456,22 @@ def _fused_macs(T, B, G, I, H):
     return T * B * G * (I + H)
 
 
-def _fuses_projection(xg, B, T, G, P, H, proj, cdt):
-    """Whether this "loop" LSTM forward computes its input projection inside the loop (see
-    FUSE_PROJECTION)."""
-    if not FUSE_PROJECTION or proj or isinstance(xg, torch.Tensor):
+def _fuses(T, B, G, I, H, proj, cdt):
+    """Whether a "loop" LSTM forward with input size I computes its input projection inside the
+    loop (see FUSE_PROJECTION)."""
+    if not FUSE_PROJECTION or proj:
         return False
-    I = xg.x.shape[2]
     chunks = _chunks(B, _fused_macs(T, B, G, I, H), SPLIT_MIN_MACS)
     return (B // chunks >= FUSE_MIN_ROWS
             and (I + H) * G * cdt.itemsize <= FUSE_MAX_WEIGHT_BYTES)
+
+
+def _fuses_projection(xg, proj, cdt):
+    """_fuses for the xg a forward got: only an ops.InputProjection can be fused."""
+    if isinstance(xg, torch.Tensor):
+        return False
+    T, B, G = xg.shape
+    return _fuses(T, B, G, xg.x.shape[2], G // 4, proj, cdt)
 
 
 def _lstm_forward_fused(xg, w_hh, cdt, h_np, c_np, lens, lengths, reverse, need_grad, out_np,

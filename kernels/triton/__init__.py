@@ -121,11 +121,12 @@ def options(strategy=None, block_b=None, block_h=None, block_k=None, poison=Fals
                              poison=poison)
 
 
-def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cuda"):
+def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cuda", I=None):
     """One line saying which strategy (and grid/tiles) this backend would use.
 
     ``kind``: "lstm" | "gru" | "rnn_tanh" | "rnn_relu" ("rnn" means tanh). ``P``: proj_size
-    for an LSTM with projection (None or H: no projection). Honours FASTRNN_TRITON_STRATEGY
+    for an LSTM with projection (None or H: no projection). ``I`` (the input size) is accepted
+    for the benchmark's uniform call and does not change this backend's choice. Honours FASTRNN_TRITON_STRATEGY
     and options(). Never raises for an unsupported device/dtype: it says so instead.
     """
     kind = {"rnn": "rnn_tanh"}.get(kind, kind)
