@@ -72,8 +72,8 @@ class _StackMixin(_BackendMixin):
         update = getattr(self, "_update_flat_weights", None)
         if update is not None and not self._flat_weights_current():
             update()
-        if self._kind != "lstm" and native.module_takes_few_steps(self, self._kind, input, hx):
-            return native.torch_forward(self, input, hx)      # short GRU/RNN: torch is faster
+        if native.module_goes_to_torch(self, self._kind, input, hx):
+            return native.torch_forward(self, input, hx)      # torch measured faster here
         name = self._torch_name()
         lstm = self._has_cell_state
         state_size = self.proj_size if getattr(self, "proj_size", 0) > 0 else self.hidden_size

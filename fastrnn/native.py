@@ -2,19 +2,24 @@
 
 torch runs float32 CPU LSTMs (no projection, not packed) through oneDNN's fused RNN primitive,
 which uses every core even for a single sequence and runs close to the machine's GEMM rate.
-benchmarks/native_lstm_crossover.py measures fastrnn's numba backend against it (T = 100, input
-size = H, recorded in benchmarks/results/cpu-native-lstm-2026-11-26.md), and `auto` calls torch
-at the sizes where torch was faster, so swapping torch.nn.LSTM for fastrnn.LSTM does not slow an
-LSTM down:
-- inference (three runs, after fastrnn's loop took the input projection inside): torch was
-  1.02-1.29x faster at H = 128 with 1-4 rows, H = 256 with 4-8 rows and H = 512 with 8-32
-  rows; fastrnn was faster or even everywhere else (H = 64: 1.04-1.47x; one or two rows of
-  H = 256-512: up to 1.27x; H = 1024: 1.1-2.9x);
-- training (forward and backward): torch's were 2-13% faster at H = 64 with 16-64 rows, 128
-  with up to 32 rows and 256 with 4-16 rows; fastrnn was up to 1.3x faster at the other sizes
-  (1.25x at 64 rows of H = 128, 1.15x at one row of H = 512).
+benchmarks/native_lstm_crossover.py (T = 100) and benchmarks/short_sequence_crossover.py (T = 2-64)
+measure fastrnn's numba backend against it (input size = H, recorded in
+benchmarks/results/cpu-native-lstm-2026-11-26.md and cpu-short-lstm-2026-11-26-zen4.md), and
+`auto` calls torch at the sizes where torch was faster, so swapping torch.nn.LSTM for
+fastrnn.LSTM does not slow an LSTM down there:
+- from 32 steps, inference (three runs at T = 100): torch was 1.00-1.29x faster at H = 128
+  with 1-4 rows, H = 256 with 4-8 rows and H = 512 with 8-32 rows; fastrnn was faster or even
+  everywhere else (H = 64: 1.04-1.47x; one or two rows of H = 256-512: up to 1.27x; H = 1024:
+  1.1-2.9x);
+- from 32 steps, training (forward and backward): torch's were 2-13% faster at H = 64 with
+  16-64 rows, 128 with up to 32 rows and 256 with 4-16 rows; fastrnn was up to 1.3x faster at
+  the other sizes (1.25x at 64 rows of H = 128, 1.15x at one row of H = 512);
+- below 32 steps fastrnn's fixed cost per call (packing the weights, Python) weighs more, and
+  torch won at most sizes from 16 rows and at H = 128-256 with few rows, by 5-80%; fastrnn kept
+  one row of H = 256, up to 4 rows of H = 64 and of H = 512 (up to 2.8x faster there), and in
+  training up to 4 rows of H = 256 and 16-64 rows of H = 256-512 (_LSTM_SHORT_TORCH).
 A hidden size takes the table row of the smallest measured size at least as large; beyond 512
-fastrnn keeps every call.
+(and, below 32 steps, beyond 64 rows) the longer-sequence rule applies.
 
 Everything else keeps fastrnn's kernels: GRU and RNN (torch runs them unfused: fastrnn is
 1.2-10x faster), projections and packed input (torch leaves oneDNN for those), other dtypes, an
@@ -43,10 +48,19 @@ from . import backends
 from .kernels.gemm import onednn_enabled
 from .ops import tracks_grad
 
-# Hidden size bucket -> (fewest, most) rows where torch's fused LSTM was faster (module
-# docstring), for inference and for training.
+# From 32 steps: hidden size bucket -> (fewest, most) rows where torch's fused LSTM was faster
+# (module docstring), for inference and for training.
 _INFERENCE_TORCH_ROWS = {128: (1, 4), 256: (4, 8), 512: (8, 32)}
 _TRAINING_TORCH_ROWS = {64: (16, 64), 128: (1, 32), 256: (4, 16)}
+# Below that many steps: whether torch's LSTM was faster, per batch bucket (up to 1, 4, 16, 64
+# rows) and hidden-size bucket (up to 64, 128, 256, 512), for inference and for training.
+_LSTM_SHORT_STEPS = 32
+_LSTM_SHORT_TORCH = {
+    False: ((False, True, False, False), (False, True, True, False),
+            (True, True, True, True), (True, True, True, False)),
+    True: ((False, True, False, False), (False, True, False, False),
+           (True, True, False, False), (True, True, False, False)),
+}
 
 
 def _torch_rows(table, B, H):
@@ -66,22 +80,31 @@ def _faster_training(B, H):
     return _torch_rows(_TRAINING_TORCH_ROWS, B, H)
 
 
-def _torch_is_faster(device, dtype, B, H, training=False):
+def _lstm_faster_in_torch(training, T, B, H):
+    """The measured LSTM rule for T steps of B rows of hidden size H (module docstring)."""
+    if T < _LSTM_SHORT_STEPS:
+        b, h = _bucket(B, _FEW_STEPS_BATCHES), _bucket(H, _FEW_STEPS_HIDDEN)
+        if b is not None and h is not None:
+            return _LSTM_SHORT_TORCH[training][b][h]
+    return _faster_training(B, H) if training else _faster(B, H)
+
+
+def _torch_is_faster(device, dtype, T, B, H, training=False):
     """auto is in charge (no FASTRNN_BACKEND naming a backend), torch would run oneDNN's fused
     LSTM for this device and dtype, and this size measured faster there (for training: forward
     and backward)."""
     return ((os.environ.get(backends.ENV_VAR) or "auto") == "auto"
             and torch.device(device).type == "cpu" and dtype == torch.float32
-            and onednn_enabled() and (_faster_training(B, H) if training else _faster(B, H)))
+            and onednn_enabled() and _lstm_faster_in_torch(training, T, B, H))
 
 
-def explain(kind, B, H, dtype, device):
+def explain(kind, T, B, H, dtype, device):
     """A line saying where `auto` runs torch's LSTM for this layer (inference, training), or
     None."""
     if kind != "lstm":
         return None
     modes = [mode for mode, training in (("inference", False), ("training", True))
-             if _torch_is_faster(device, dtype, B, H, training)]
+             if _torch_is_faster(device, dtype, T, B, H, training)]
     if not modes:
         return None
     return f"{' and '.join(modes)}: torch's fused oneDNN LSTM (faster here, fastrnn/native.py)"
@@ -93,7 +116,7 @@ def takes_lstm(backend, x, h0, c0, weights, projected, packed, dropout, training
         return False        # torch leaves oneDNN for projections and packed input
     if dropout > 0 and training and num_layers > 1:
         return False        # dropout between layers stays fastrnn's, one RNG stream per model
-    return _torch_is_faster(x.device, x.dtype, x.shape[1], h0.shape[-1],
+    return _torch_is_faster(x.device, x.dtype, x.shape[0], x.shape[1], h0.shape[-1],
                             tracks_grad([x, h0, c0, *weights]))
 
 
@@ -206,26 +229,31 @@ def takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training, nu
                                 weights[1])
 
 
-def module_takes_few_steps(module, kind, input, hx):
-    """takes_few_steps for a fastrnn.GRU/RNN module call, decided before any of fastrnn's own
-    argument handling: the call then goes to torch.nn's forward and costs what torch.nn's does
-    (fastrnn's module and functional code add ~15 us, a third of a short call's time). Batched,
-    unpacked, non-empty tensors only; every other call takes the functional path and its
-    hand-off."""
+def module_goes_to_torch(module, kind, input, hx):
+    """Whether a fastrnn.LSTM/GRU/RNN module call goes to torch.nn's own forward, decided before
+    any of fastrnn's argument handling: the call then costs what torch.nn's does (fastrnn's
+    module and functional code add ~15-35 us, a third of a short call's time). The LSTM rule
+    (without proj_size, oneDNN on) or, for GRU/RNN, the few-steps rule; batched, unpacked,
+    non-empty tensors only. Every other call takes the functional path and its hand-offs."""
     if not isinstance(input, torch.Tensor) or input.dim() != 3:
         return False
     if not _auto_float32_cpu(module.backend, input):
         return False
     T, B = (input.shape[1], input.shape[0]) if module.batch_first else input.shape[:2]
-    if not 1 <= T <= _FEW_STEPS_MAX or B < 1:
+    if T < 1 or B < 1:
         return False
     if module.dropout > 0 and module.training and module.num_layers > 1:
         return False
+    states = () if hx is None else (hx if isinstance(hx, tuple) else (hx,))
     weights = module._flat_weights
     grad = torch.is_grad_enabled() and (
-        input.requires_grad or (isinstance(hx, torch.Tensor) and hx.requires_grad)
+        input.requires_grad or any(isinstance(h, torch.Tensor) and h.requires_grad
+                                   for h in states)
         or any(w.requires_grad for w in weights))
-    return _short_call_to_torch(kind, grad, T, B, weights[1])
+    if kind == "lstm":
+        return (module.proj_size == 0 and onednn_enabled()
+                and _lstm_faster_in_torch(grad, T, B, module.hidden_size))
+    return T <= _FEW_STEPS_MAX and _short_call_to_torch(kind, grad, T, B, weights[1])
 
 
 def torch_forward(module, input, hx):

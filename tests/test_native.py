@@ -14,15 +14,21 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
 
 @pytest.fixture
 def handoffs(monkeypatch):
-    """Counts the calls native.lstm receives (they still run torch's LSTM)."""
+    """Records the LSTM hand-offs at either level (they still run torch's LSTM): a module call
+    to torch.nn's forward ("module"), a functional call to torch's LSTM ("functional")."""
     calls = []
-    real = native.lstm
+    real_lstm, real_forward = native.lstm, native.torch_forward
 
-    def spy(*args):
-        calls.append(args[0].shape)
-        return real(*args)
+    def functional_spy(*args):
+        calls.append("functional")
+        return real_lstm(*args)
 
-    monkeypatch.setattr(native, "lstm", spy)
+    def module_spy(*args):
+        calls.append("module")
+        return real_forward(*args)
+
+    monkeypatch.setattr(native, "lstm", functional_spy)
+    monkeypatch.setattr(native, "torch_forward", module_spy)
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     return calls
 
@@ -42,10 +48,14 @@ def test_auto_runs_torch_lstm_where_it_is_faster(handoffs, kwargs):
     x = torch.randn(3, 3, 128)          # 3 rows of H = 128, batch_first or not
     with torch.no_grad():
         got, (h, c) = ours(x)
+        flat = fastrnn.functional.lstm(x, None, ours._flat_weights, num_layers=ours.num_layers,
+                                       bidirectional=ours.bidirectional,
+                                       batch_first=ours.batch_first)
         want, (h_ref, c_ref) = ref(x)
-    assert len(handoffs) == 1
+    assert handoffs == ["module", "functional"]
     # Bitwise: it is torch's own computation, the state included.
     assert torch.equal(got, want) and torch.equal(h, h_ref) and torch.equal(c, c_ref)
+    assert torch.equal(flat[0], want) and torch.equal(flat[1], h_ref) and torch.equal(flat[2], c_ref)
 
 
 @needs_onednn
@@ -90,7 +100,7 @@ def test_training_runs_torch_lstm_where_it_is_faster(handoffs):
         (out.sum() + h.sum() + c.sum()).backward()
         grads.append([x.grad.clone()] + [p.grad.clone() for p in model.parameters()])
         x.grad = None
-    assert len(handoffs) == 1
+    assert handoffs == ["module"]
     assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
@@ -98,10 +108,24 @@ def test_training_runs_torch_lstm_where_it_is_faster(handoffs):
 def test_training_keeps_fastrnn_where_it_is_faster(handoffs):
     ref, ours = _pair(128)
     ref.train(), ours.train()
-    _no_handoff(handoffs, ref, ours, torch.randn(4, 64, 128), grad=True)
+    _no_handoff(handoffs, ref, ours, torch.randn(32, 64, 128), grad=True)
     ref, ours = _pair(512)
     ref.train(), ours.train()
     _no_handoff(handoffs, ref, ours, torch.randn(3, 2, 512), grad=True)
+
+
+@needs_onednn
+def test_short_lstm_rule_matches_the_measured_crossover():
+    # benchmarks/results/cpu-short-lstm-2026-11-26-zen4.md: below 32 steps a table per batch
+    # and hidden-size bucket, from 32 steps the T = 100 bands.
+    faster = native._lstm_faster_in_torch
+    assert faster(False, 4, 16, 128) and not faster(False, 32, 16, 128)
+    assert not faster(False, 8, 1, 256) and not faster(False, 8, 4, 64)
+    assert faster(False, 8, 16, 64) and not faster(False, 40, 16, 64)
+    assert not faster(True, 8, 4, 256) and faster(True, 40, 4, 256)
+    assert faster(True, 2, 64, 128) and not faster(True, 100, 64, 128)
+    assert not faster(False, 8, 100, 128)               # beyond 64 rows: the T = 100 bands
+    assert not faster(False, 8, 1, 1024)
 
 
 @needs_onednn
@@ -158,10 +182,10 @@ def test_benchmark_names_the_handoff(monkeypatch):
     line = providers.get("fastrnn-auto").strategy("lstm", size, torch.float32, "cpu")
     assert line.startswith("inference and training: torch's fused oneDNN LSTM")
     assert "otherwise: one compiled" in line
-    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=32, I=512, H=512),
+    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=100, B=32, I=512, H=512),
                                                   torch.float32, "cpu")
     assert line.startswith("inference: torch's fused oneDNN LSTM")
-    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=10, B=64, I=128, H=128),
+    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=100, B=64, I=128, H=128),
                                                   torch.float32, "cpu")
     assert "torch" not in line
     assert "torch" not in providers.get("fastrnn-numba").strategy("lstm", size, torch.float32, "cpu")

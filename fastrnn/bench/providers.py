@@ -127,7 +127,8 @@ class FastrnnProvider(Provider):
         explain = getattr(backends.get(name), "explain", None)
         line = None if explain is None else str(explain(kind, size.T, size.B, size.H, size.H,
                                                         dtype, device, I=size.I))
-        handed = native.explain(kind, size.B, size.H, dtype, device) if self.backend == "auto" else None
+        handed = (native.explain(kind, size.T, size.B, size.H, dtype, device)
+                  if self.backend == "auto" else None)
         if handed is not None:
             line = f"{handed}; otherwise: {line}"
         return line
