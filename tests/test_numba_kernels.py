@@ -294,6 +294,7 @@ def test_lstm_projection_inside_the_loop_matches_reference(reverse, lengths_kind
     T, B, H, I = 9, 13, 33, 5
     case, x, w_ih, bias = _projection_case(T, B, H, I, lengths_kind, dtype)
     monkeypatch.setattr(launch, "STRATEGY", "loop")
+    monkeypatch.setattr(launch, "FUSE_MIN_STEPS", 2)
     monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
     if split:
         monkeypatch.setattr(team, "threads", lambda: 3)
@@ -319,8 +320,9 @@ def test_lstm_projection_inside_the_loop_matches_reference(reverse, lengths_kind
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
-def test_lstm_projection_inside_the_loop_half_types(dtype):
+def test_lstm_projection_inside_the_loop_half_types(dtype, monkeypatch):
     # Half inputs: the float32 computation, rounded once.
+    monkeypatch.setattr(launch, "FUSE_MIN_STEPS", 2)
     case, x, w_ih, bias = _projection_case(6, 8, 33, 5, "mixed", dtype)
 
     def forward(dt):
@@ -346,7 +348,8 @@ def test_lstm_projection_inside_the_loop_rule(monkeypatch):
                                                                           None)
         return launch._fuses_projection(xg, proj, f32)
 
-    assert fuses(100, 16, 128, 128) and fuses(100, 4, 32, 32)
+    assert fuses(100, 16, 128, 128) and fuses(100, 4, 32, 32) and fuses(16, 16, 128, 128)
+    assert not fuses(15, 16, 128, 128)               # too few steps to pay for the packing
     assert not fuses(100, 3, 32, 32)                 # one thread, 3 rows
     assert not fuses(100, 4, 64, 64)                 # split: 2 rows per thread
     assert fuses(100, 64, 512, 512)                  # 8 MiB

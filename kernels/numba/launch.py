@@ -100,9 +100,13 @@ PROJECTS_INPUT = True   # the forwards take an ops.InputProjection as xg (fastrn
 # of H=128 1.10 vs 1.31 ms; whole LSTM inference on 2 threads (T x B x H): 100x16x128 3.0 vs
 # 4.1 ms, 100x64x256 33.7 vs 35.5, 100x64x512 (8 MiB) 128 vs 134, 50x64x384 40.8 vs 43.9;
 # training 0-7% faster. With fewer rows the product would read the larger weight each step for
-# too little work (one row of H=64: a GEMM over all 100 steps is cheaper).
+# too little work (one row of H=64: a GEMM over all 100 steps is cheaper). With fewer than
+# FUSE_MIN_STEPS steps the larger weight's concatenation and packing per call outweigh the
+# saving (4 steps: 1.10-1.30x slower at 16 rows of H=128-256; 8 steps: 0.96-1.04x; from 16
+# mostly faster).
 FUSE_PROJECTION = True
 FUSE_MIN_ROWS = 4
+FUSE_MIN_STEPS = 16
 FUSE_MAX_WEIGHT_BYTES = 8 << 20
 
 
@@ -459,7 +463,7 @@ def _fused_macs(T, B, G, I, H):
 def _fuses(T, B, G, I, H, proj, cdt):
     """Whether a "loop" LSTM forward with input size I computes its input projection inside the
     loop (see FUSE_PROJECTION)."""
-    if not FUSE_PROJECTION or proj:
+    if not FUSE_PROJECTION or proj or T < FUSE_MIN_STEPS:
         return False
     chunks = _chunks(B, _fused_macs(T, B, G, I, H), SPLIT_MIN_MACS)
     return (B // chunks >= FUSE_MIN_ROWS
