@@ -242,6 +242,10 @@ def module_goes_to_torch(module, kind, input, hx):
     T, B = (input.shape[1], input.shape[0]) if module.batch_first else input.shape[:2]
     if T < 1 or B < 1:
         return False
+    if kind == "lstm" and (module.proj_size > 0 or not onednn_enabled()):
+        return False
+    if kind != "lstm" and T > _FEW_STEPS_MAX:
+        return False
     if module.dropout > 0 and module.training and module.num_layers > 1:
         return False
     states = () if hx is None else (hx if isinstance(hx, tuple) else (hx,))
@@ -251,9 +255,8 @@ def module_goes_to_torch(module, kind, input, hx):
                                    for h in states)
         or any(w.requires_grad for w in weights))
     if kind == "lstm":
-        return (module.proj_size == 0 and onednn_enabled()
-                and _lstm_faster_in_torch(grad, T, B, module.hidden_size))
-    return T <= _FEW_STEPS_MAX and _short_call_to_torch(kind, grad, T, B, weights[1])
+        return _lstm_faster_in_torch(grad, T, B, module.hidden_size)
+    return _short_call_to_torch(kind, grad, T, B, weights[1])
 
 
 def torch_forward(module, input, hx):

@@ -139,6 +139,7 @@ def lstm_forward_fused(x, w_tp, bias_rows, h, c, lengths, reverse, need_grad, ou
             copy_row(h[b], xh[b, I:], H)
             lens_t[b] = lengths[b] - t
         matmul_packed(xh[lo:hi], w_tp, pre[0, lo:hi], 0, pre.shape[2])
+        # (no projection: the hpre argument is never read, cs stands in for it)
         lstm_forward_step(0, need_grad, pre, bias_rows, h, c, lens_t, False, out[t:t + 1],
                           gates[ts:ts + 1], cs[ts:ts + 1], cs[ts:ts + 1], lo, hi)
 
