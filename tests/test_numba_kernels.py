@@ -452,6 +452,20 @@ def test_pack_weight_any_strides(dtype):
             np.testing.assert_array_equal(pack_weight(b), reference(b), err_msg=f"{name} {K}x{N}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_weight_concat_t_is_the_concatenation_packed(dtype):
+    # The fused LSTM loop's [W_ih, W_hh]^T packed from the two weights directly; K1 and K2 off
+    # the block size (and K1 = 0 or K2 = 0), N off every panel size.
+    from fastrnn.kernels.numba.linalg import pack_weight, pack_weight_concat_t, panel_width
+    rng = np.random.default_rng(3)
+    W = panel_width(dtype)
+    for N, K1, K2 in ((2 * W + W // 4 + 3, 5, 33), (W, 16, 16), (7, 0, 9), (3 * W, 37, 0)):
+        w1 = rng.standard_normal((N, K1)).astype(dtype)
+        w2 = rng.standard_normal((N, K2)).astype(dtype)
+        want = pack_weight(np.ascontiguousarray(np.concatenate([w1, w2], 1)).T)
+        np.testing.assert_array_equal(pack_weight_concat_t(w1, w2), want, err_msg=f"{N} {K1} {K2}")
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 def test_pack_weight_slices_layout(transposed):
     # Slice k's group g is pack_weight of that slice's columns of the group, at slice_offset;

@@ -14,7 +14,8 @@ from ..gemm import RepeatedLinear, linear, packs
 from . import pool, team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
-from .linalg import add_live_rows, copy_live_rows, pack_weight, pack_weight_slices, panel_width
+from .linalg import (add_live_rows, copy_live_rows, pack_weight, pack_weight_concat_t,
+                     pack_weight_slices, panel_width)
 from .lstm import (lstm_backward_dht, lstm_backward_recurrence, lstm_backward_step,
                    lstm_forward_fused, lstm_forward_recurrence, lstm_forward_step,
                    lstm_project_step)
@@ -486,7 +487,7 @@ def _lstm_forward_fused(xg, w_hh, cdt, h_np, c_np, lens, lengths, reverse, need_
     H = c_np.shape[1]
     x_np = _np(xg.x, cdt)
     I = x_np.shape[2]
-    w_tp = _packed(torch.cat([xg.w_ih.to(cdt), w_hh.to(cdt)], 1).t(), cdt)
+    w_tp = pack_weight_concat_t(_np(xg.w_ih, cdt), _np(w_hh, cdt))
     bias_rows = scratch((B, G), cdt)
     bias_rows[...] = 0 if xg.bias is None else _np(xg.bias, cdt)
     _recurrence(lstm_forward_fused, threaded.lstm_forward_fused_entry, cdt, B,
