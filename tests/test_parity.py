@@ -77,3 +77,20 @@ def test_proj_bidirectional_stack_packed(backend):
 
 def backends_for_dtypes(backend):
     return [d for d in (torch.float64, torch.float32) if backend in backends_for("cpu", d)]
+
+
+@pytest.mark.skipif("numba" not in backends_for("cpu", torch.float32), reason="needs numba")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("form,opts", [
+    ("batched", dict(num_layers=2, bidirectional=True, batch_first=True)),
+    ("packed_unsorted", dict(bidirectional=True)),
+])
+def test_numba_lstm_with_the_input_projection_inside_the_loop(monkeypatch, dtype, form, opts):
+    """Enough steps and rows for the numba loop to take each layer's input projection inside
+    (kernels/numba/launch.py FUSE_*): outputs and every gradient against torch.nn."""
+    from fastrnn.kernels.numba import launch
+    calls = []
+    real = launch._lstm_forward_fused
+    monkeypatch.setattr(launch, "_lstm_forward_fused", lambda *a: calls.append(1) or real(*a))
+    check_parity("lstm", "numba", dtype, 7, 9, 17, 6, form=form, **opts)
+    assert calls, "the fused path did not run"
