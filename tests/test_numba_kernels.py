@@ -269,16 +269,22 @@ def test_input_projected_in_chunks_matches_whole(cell, reverse, lengths_kind, ne
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
-def _projection_case(T, B, H, I, lengths_kind, dtype):
-    case = make_case("lstm", T, B, H, lengths_kind)
+def _projection_case(cell, T, B, H, I, lengths_kind, dtype):
+    case = make_case(cell, T, B, H, lengths_kind)
+    G = GATES[cell] * H
     g = torch.Generator().manual_seed(1)
     x = torch.rand(T, B, I, generator=g, dtype=torch.float64) * 2 - 1
-    w_ih = (torch.rand(4 * H, I, generator=g, dtype=torch.float64) - 0.5) / I ** 0.5
-    bias = torch.rand(4 * H, generator=g, dtype=torch.float64) - 0.5
+    w_ih = (torch.rand(G, I, generator=g, dtype=torch.float64) - 0.5) / I ** 0.5
+    bias = torch.rand(G, generator=g, dtype=torch.float64) - 0.5
     # float32-representable values, so that only the arithmetic differs between dtypes
     cast = {k: (v.to(dtype).double() if isinstance(v, torch.Tensor) and v.is_floating_point()
                 else v) for k, v in case.items()}
     return cast, x.to(dtype).double(), w_ih.to(dtype).double(), bias.to(dtype).double()
+
+
+FUSED_CELLS = ["lstm", "rnn_tanh", "rnn_relu"]
+_FUSED_LAUNCHER = {"lstm": "_lstm_forward_fused", "rnn_tanh": "_rnn_forward_fused",
+                   "rnn_relu": "_rnn_forward_fused"}
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one", "split"])
@@ -286,59 +292,65 @@ def _projection_case(T, B, H, I, lengths_kind, dtype):
 @pytest.mark.parametrize("need_grad", [False, True], ids=["infer", "train"])
 @pytest.mark.parametrize("lengths_kind", [None, "mixed"], ids=["nolen", "lens"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_lstm_projection_inside_the_loop_matches_reference(reverse, lengths_kind, need_grad,
-                                                           dtype, split, monkeypatch):
-    # lstm_forward_fused ([x_t, h] @ [W_ih, W_hh]^T each step) against the reference on the
-    # whole projection, in one thread or as 3 chunks of rows (uneven: 13 rows) on the team; what
-    # it saves for backward equals what the unfused loop saves.
+@pytest.mark.parametrize("cell", FUSED_CELLS)
+def test_projection_inside_the_loop_matches_reference(cell, reverse, lengths_kind, need_grad,
+                                                      dtype, split, monkeypatch):
+    # lstm_forward_fused / rnn_forward_fused ([x_t, h] @ [W_ih, W_hh]^T each step) against the
+    # reference on the whole projection, in one thread or as 3 chunks of rows (uneven: 13 rows)
+    # on the team; what the LSTM saves for backward equals what the unfused loop saves.
     T, B, H, I = 9, 13, 33, 5
-    case, x, w_ih, bias = _projection_case(T, B, H, I, lengths_kind, dtype)
+    case, x, w_ih, bias = _projection_case(cell, T, B, H, I, lengths_kind, dtype)
     monkeypatch.setattr(launch, "STRATEGY", "loop")
     monkeypatch.setattr(launch, "FUSE_MIN_STEPS", 2)
     monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
     if split:
         monkeypatch.setattr(team, "threads", lambda: 3)
     calls = []
-    real = launch._lstm_forward_fused
-    monkeypatch.setattr(launch, "_lstm_forward_fused", lambda *a: calls.append(1) or real(*a))
+    real = getattr(launch, _FUSED_LAUNCHER[cell])
+    monkeypatch.setattr(launch, _FUSED_LAUNCHER[cell], lambda *a: calls.append(1) or real(*a))
     low = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
            for k, v in case.items()}
     projection = ops.InputProjection(x.to(dtype), w_ih.to(dtype), bias.to(dtype))
-    got, saved = _forward(nb, "lstm", low, projection, reverse, need_grad)
+    got, saved = _forward(nb, cell, low, projection, reverse, need_grad)
     assert calls == [1]
-    want, _ = _forward(reference, "lstm", case, ops._input_projection(x, w_ih, bias), reverse,
+    want, _ = _forward(reference, cell, case, ops._input_projection(x, w_ih, bias), reverse,
                        need_grad)
     for a, b in zip(got, want):
         assert a.dtype == dtype
         torch.testing.assert_close(a.double(), b, **TOL[dtype])
-    if need_grad:
+    if need_grad and cell == "lstm":
         monkeypatch.setattr(launch, "FUSE_PROJECTION", False)
-        unfused = _forward(nb, "lstm", low, projection, reverse, True)[1]
+        unfused = _forward(nb, cell, low, projection, reverse, True)[1]
         assert len(saved) == len(unfused) == 2
         for a, b in zip(saved, unfused):
             torch.testing.assert_close(a, b, **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
-def test_lstm_projection_inside_the_loop_half_types(dtype, monkeypatch):
+@pytest.mark.parametrize("cell", FUSED_CELLS)
+def test_projection_inside_the_loop_half_types(cell, dtype, monkeypatch):
     # Half inputs: the float32 computation, rounded once.
     monkeypatch.setattr(launch, "FUSE_MIN_STEPS", 2)
-    case, x, w_ih, bias = _projection_case(6, 8, 33, 5, "mixed", dtype)
+    calls = []
+    real = getattr(launch, _FUSED_LAUNCHER[cell])
+    monkeypatch.setattr(launch, _FUSED_LAUNCHER[cell], lambda *a: calls.append(1) or real(*a))
+    case, x, w_ih, bias = _projection_case(cell, 6, 8, 33, 5, "mixed", dtype)
 
     def forward(dt):
         low = {k: (v.to(dt) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
                for k, v in case.items()}
-        return _forward(nb, "lstm", low, ops.InputProjection(x.to(dt), w_ih.to(dt),
-                                                              bias.to(dt)), True, False)[0]
+        return _forward(nb, cell, low, ops.InputProjection(x.to(dt), w_ih.to(dt),
+                                                            bias.to(dt)), True, False)[0]
 
     for half, single in zip(forward(dtype), forward(torch.float32)):
         assert half.dtype == dtype
         torch.testing.assert_close(half, single.to(dtype), atol=0, rtol=0)
+    assert calls == [1, 1]
 
 
-def test_lstm_projection_inside_the_loop_rule(monkeypatch):
-    # Fused only for an InputProjection, without proj_size, with 4 rows or more per thread and
-    # [W_ih, W_hh] up to FUSE_MAX_WEIGHT_BYTES.
+def test_projection_inside_the_loop_rule(monkeypatch):
+    # Fused only for an InputProjection, without proj_size, with 4 rows or more per thread, 16
+    # steps or more and [W_ih, W_hh] up to FUSE_MAX_WEIGHT_BYTES; LSTM and RNN only.
     monkeypatch.setattr(team, "threads", lambda: 2)
     f32 = torch.float32
 
@@ -346,7 +358,7 @@ def test_lstm_projection_inside_the_loop_rule(monkeypatch):
         x = torch.zeros(T, B, I)
         xg = torch.zeros(T, B, 4 * H) if tensor else ops.InputProjection(x, torch.zeros(4 * H, I),
                                                                           None)
-        return launch._fuses_projection(xg, proj, f32)
+        return launch._fuses_projection(xg, H, proj, f32)
 
     assert fuses(100, 16, 128, 128) and fuses(100, 4, 32, 32) and fuses(16, 16, 128, 128)
     assert not fuses(15, 16, 128, 128)               # too few steps to pay for the packing
@@ -360,6 +372,7 @@ def test_lstm_projection_inside_the_loop_rule(monkeypatch):
     assert line.startswith("one compiled loop over 100 steps, input projection inside"), line
     assert "inside" not in nb.explain("lstm", 100, 16, 128)         # input size unknown
     assert "inside" not in nb.explain("gru", 100, 16, 128, I=128)
+    assert "inside" in nb.explain("rnn", 100, 16, 128, I=128)
 
 
 def test_inputs_are_not_modified():

@@ -85,12 +85,16 @@ def backends_for_dtypes(backend):
     ("batched", dict(num_layers=2, bidirectional=True, batch_first=True)),
     ("packed_unsorted", dict(bidirectional=True)),
 ])
-def test_numba_lstm_with_the_input_projection_inside_the_loop(monkeypatch, dtype, form, opts):
-    """Enough steps and rows for the numba loop to take each layer's input projection inside
-    (kernels/numba/launch.py FUSE_*): outputs and every gradient against torch.nn."""
+@pytest.mark.parametrize("kind,kind_kw", [("lstm", {}), ("rnn", {}),
+                                          ("rnn", dict(nonlinearity="relu"))])
+def test_numba_with_the_input_projection_inside_the_loop(monkeypatch, kind, kind_kw, dtype,
+                                                         form, opts):
+    """Enough steps and rows for the numba LSTM/RNN loop to take each layer's input projection
+    inside (kernels/numba/launch.py FUSE_*): outputs and every gradient against torch.nn."""
     from fastrnn.kernels.numba import launch
     calls = []
-    real = launch._lstm_forward_fused
-    monkeypatch.setattr(launch, "_lstm_forward_fused", lambda *a: calls.append(1) or real(*a))
-    check_parity("lstm", "numba", dtype, 7, 9, 17, 6, form=form, **opts)
+    name = f"_{kind}_forward_fused"
+    real = getattr(launch, name)
+    monkeypatch.setattr(launch, name, lambda *a: calls.append(1) or real(*a))
+    check_parity(kind, "numba", dtype, 7, 9, 17, 6, form=form, **kind_kw, **opts)
     assert calls, "the fused path did not run"

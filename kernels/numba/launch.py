@@ -19,8 +19,8 @@ from .linalg import (add_live_rows, copy_live_rows, pack_weight, pack_weight_con
 from .lstm import (lstm_backward_dht, lstm_backward_recurrence, lstm_backward_step,
                    lstm_forward_fused, lstm_forward_recurrence, lstm_forward_step,
                    lstm_project_step)
-from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_recurrence,
-                  rnn_forward_step)
+from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_fused,
+                  rnn_forward_recurrence, rnn_forward_step)
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -92,19 +92,22 @@ PROJECT_IN_CHUNKS_FROM = 32 << 20
 
 PROJECTS_INPUT = True   # the forwards take an ops.InputProjection as xg (fastrnn/reference.py)
 
-# An LSTM forward on the "loop" strategy (no projection) computes its input projection inside
-# the loop, one product [x_t, h_{t-1}] @ [W_ih, W_hh]^T per step (lstm.lstm_forward_fused), when
-# each thread has FUSE_MIN_ROWS rows or more and [W_ih, W_hh] is at most FUSE_MAX_WEIGHT_BYTES:
-# the projection of all steps is then never written out and read back, and the call runs as one
-# parallel region instead of a GEMM's and then the loop's. Measured on the Zen 4 machine, one
-# thread: 8 rows of H=128 2.18 vs 2.65 ms (GEMM + loop), 32 rows of H=256 31.9 vs 34.5 ms, 4 rows
-# of H=128 1.10 vs 1.31 ms; whole LSTM inference on 2 threads (T x B x H): 100x16x128 3.0 vs
-# 4.1 ms, 100x64x256 33.7 vs 35.5, 100x64x512 (8 MiB) 128 vs 134, 50x64x384 40.8 vs 43.9;
-# training 0-7% faster. With fewer rows the product would read the larger weight each step for
-# too little work (one row of H=64: a GEMM over all 100 steps is cheaper). With fewer than
-# FUSE_MIN_STEPS steps the larger weight's concatenation and packing per call outweigh the
-# saving (4 steps: 1.10-1.30x slower at 16 rows of H=128-256; 8 steps: 0.96-1.04x; from 16
-# mostly faster).
+# An LSTM (no projection) or RNN forward on the "loop" strategy computes its input projection
+# inside the loop, one product [x_t, h_{t-1}] @ [W_ih, W_hh]^T per step (lstm.lstm_forward_fused,
+# rnn.rnn_forward_fused), when each thread has FUSE_MIN_ROWS rows or more, there are
+# FUSE_MIN_STEPS steps or more and [W_ih, W_hh] is at most FUSE_MAX_WEIGHT_BYTES: the
+# projection of all steps is then never written out and read back, and the call runs as one
+# parallel region instead of a GEMM's and then the loop's. (GRU's n gate needs x W_in and
+# h W_hn apart: not fused.) Measured on the Zen 4 machine:
+# - one thread, LSTM: 8 rows of H=128 2.18 vs 2.65 ms (GEMM + loop), 32 rows of H=256 31.9 vs
+#   34.5 ms, 4 rows of H=128 1.10 vs 1.31 ms;
+# - LSTM inference on 2 threads (T x B x H): 100x16x128 3.0 vs 4.1 ms, 100x64x256 33.7 vs 35.5,
+#   100x64x512 (8 MiB) 128 vs 134, 50x64x384 40.8 vs 43.9; training 0-7% faster;
+# - RNN inference 1.07-1.26x faster (100x64x256 11.8 -> 9.6 ms), training 0.96-1.16x.
+# With fewer rows the product would read the larger weight each step for too little work (one
+# row of H=64: a GEMM over all 100 steps is cheaper). With fewer steps the larger weight's
+# packing per call outweighs the saving (LSTM, 4 steps: 1.10-1.30x slower at 16 rows of
+# H=128-256; 8 steps: 0.96-1.04x; from 16 mostly faster).
 FUSE_PROJECTION = True
 FUSE_MIN_ROWS = 4
 FUSE_MIN_STEPS = 16
@@ -269,7 +272,7 @@ _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu", I=None):
     """Which strategy the forward recurrence uses for this layer, in one line (with the input
-    size I: whether an LSTM's loop takes the input projection inside)."""
+    size I: whether an LSTM or RNN loop takes the input projection inside)."""
     P = P or H
     G = _GATES[kind] * H
     cdt = _compute_dtype(dtype)
@@ -278,8 +281,8 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu", I=None):
         threads = len(_hidden_slices(H, cdt)) - 1
         return (f"one compiled loop over {T} steps (product {B}x{P}x{G} per step), hidden units "
                 f"split over {threads} threads")
-    if strategy == "loop" and kind == "lstm" and I is not None and _fuses(T, B, G, I, H, P != H,
-                                                                           cdt):
+    if (strategy == "loop" and kind in ("lstm", "rnn") and I is not None
+            and _fuses(T, B, G, I, H, P != H, cdt)):
         chunks = _chunks(B, _fused_macs(T, B, G, I, H), SPLIT_MIN_MACS)
         split = f", batch split over {chunks} threads" if chunks > 1 else ""
         return (f"one compiled loop over {T} steps, input projection inside (product "
@@ -437,7 +440,7 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
     elif strategy == "columns":
         _forward_columns(threaded.lstm_forward_columns_entry, cdt, x_np, w_hh, 4, h_np, c_np,
                          lens, bool(reverse), bool(need_grad), out_np, gates_np, cs_np)
-    elif _fuses_projection(xg, proj, cdt):
+    elif _fuses_projection(xg, H, proj, cdt):
         _lstm_forward_fused(xg, w_hh, cdt, h_np, c_np, lens, lengths, bool(reverse),
                             bool(need_grad), out_np, gates_np, cs_np)
     else:
@@ -462,8 +465,8 @@ def _fused_macs(T, B, G, I, H):
 
 
 def _fuses(T, B, G, I, H, proj, cdt):
-    """Whether a "loop" LSTM forward with input size I computes its input projection inside the
-    loop (see FUSE_PROJECTION)."""
+    """Whether a "loop" LSTM or RNN forward (G gate columns, input size I) computes its input
+    projection inside the loop (see FUSE_PROJECTION)."""
     if not FUSE_PROJECTION or proj or T < FUSE_MIN_STEPS:
         return False
     chunks = _chunks(B, _fused_macs(T, B, G, I, H), SPLIT_MIN_MACS)
@@ -471,29 +474,50 @@ def _fuses(T, B, G, I, H, proj, cdt):
             and (I + H) * G * cdt.itemsize <= FUSE_MAX_WEIGHT_BYTES)
 
 
-def _fuses_projection(xg, proj, cdt):
+def _fuses_projection(xg, H, proj, cdt):
     """_fuses for the xg a forward got: only an ops.InputProjection can be fused."""
     if isinstance(xg, torch.Tensor):
         return False
     T, B, G = xg.shape
-    return _fuses(T, B, G, xg.x.shape[2], G // 4, proj, cdt)
+    return _fuses(T, B, G, xg.x.shape[2], H, proj, cdt)
+
+
+def _fused_operands(xg, w_hh, cdt):
+    """x, [W_ih, W_hh]^T packed, and the bias in every row (B, G), for a fused forward kernel
+    given the ops.InputProjection (x, W_ih, bias) of the layer."""
+    B, G = xg.shape[1], xg.shape[2]
+    w_tp = pack_weight_concat_t(_np(xg.w_ih, cdt), _np(w_hh, cdt))
+    bias_rows = scratch((B, G), cdt)
+    bias_rows[...] = 0 if xg.bias is None else _np(xg.bias, cdt)
+    return _np(xg.x, cdt), w_tp, bias_rows
+
+
+def _fused_scratch(B, I, H, G, cdt):
+    """xh (B, I + H), pre (1, B, G) and lens_t (B,) for a fused forward kernel."""
+    return scratch((B, I + H), cdt), scratch((1, B, G), cdt), np.empty(B, np.int64)
 
 
 def _lstm_forward_fused(xg, w_hh, cdt, h_np, c_np, lens, lengths, reverse, need_grad, out_np,
                         gates_np, cs_np):
-    """lstm.lstm_forward_fused over all rows, on torch's team when worth a split; xg is the
-    ops.InputProjection (x, W_ih, bias) of the layer."""
+    """lstm.lstm_forward_fused over all rows, on torch's team when worth a split."""
     T, B, G = xg.shape
     H = c_np.shape[1]
-    x_np = _np(xg.x, cdt)
+    x_np, w_tp, bias_rows = _fused_operands(xg, w_hh, cdt)
     I = x_np.shape[2]
-    w_tp = pack_weight_concat_t(_np(xg.w_ih, cdt), _np(w_hh, cdt))
-    bias_rows = scratch((B, G), cdt)
-    bias_rows[...] = 0 if xg.bias is None else _np(xg.bias, cdt)
     _recurrence(lstm_forward_fused, threaded.lstm_forward_fused_entry, cdt, B,
                 _fused_macs(T, B, G, I, H), lengths, lens, x_np, w_tp, bias_rows, h_np, c_np,
-                lens, reverse, need_grad, out_np, gates_np, cs_np, scratch((B, I + H), cdt),
-                scratch((1, B, G), cdt), np.empty(B, np.int64))
+                lens, reverse, need_grad, out_np, gates_np, cs_np,
+                *_fused_scratch(B, I, H, G, cdt))
+
+
+def _rnn_forward_fused(xg, w_hh, cdt, h_np, lens, lengths, reverse, relu, out_np):
+    """rnn.rnn_forward_fused over all rows, on torch's team when worth a split."""
+    T, B, H = xg.shape
+    x_np, w_tp, bias_rows = _fused_operands(xg, w_hh, cdt)
+    I = x_np.shape[2]
+    _recurrence(rnn_forward_fused, threaded.rnn_forward_fused_entry, cdt, B,
+                _fused_macs(T, B, H, I, H), lengths, lens, x_np, w_tp, bias_rows, h_np, lens,
+                reverse, relu, out_np, *_fused_scratch(B, I, H, H, cdt))
 
 
 def _grad(g, shape, cdt):
@@ -681,6 +705,8 @@ def rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad):
     elif strategy == "columns":
         _forward_columns(threaded.rnn_forward_columns_entry, cdt, x_np, w_hh, 1, h_np, lens,
                          bool(reverse), relu, out_np)
+    elif _fuses_projection(xg, H, False, cdt):
+        _rnn_forward_fused(xg, w_hh, cdt, h_np, lens, lengths, bool(reverse), relu, out_np)
     else:
         w_hh_tp, hg_np = _packed(w_hh.t(), cdt), scratch((B, H), cdt)
         for t0, t1, x_np in _time_chunks(xg, reverse, cdt):

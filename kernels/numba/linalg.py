@@ -355,6 +355,18 @@ def _dot(a, bp, m, base, K, L):
 
 
 @njit(**JIT)
+def stage_step_inputs(t, x, h, xh, lengths, lens_t, lo, hi):
+    """For a loop that takes its input projection inside (lstm.lstm_forward_fused,
+    rnn.rnn_forward_fused): rows lo..hi-1 of xh become [x_t, h_{t-1}], and lens_t their
+    lengths counted from step t (the pointwise step then runs on one-step views)."""
+    I, H = x.shape[2], h.shape[1]
+    for b in range(lo, hi):
+        copy_row(x[t, b], xh[b], I)
+        copy_row(h[b], xh[b, I:], H)
+        lens_t[b] = lengths[b] - t
+
+
+@njit(**JIT)
 def copy_live_rows(t, src, dst, lengths, lo, hi):
     """dst[b] = src[b] for rows lo..hi-1 live at step t (dead ones keep their gradient)."""
     P = dst.shape[1]

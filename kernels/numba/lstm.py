@@ -15,7 +15,7 @@ from numba import njit
 from .activations import sigmoid, tanh
 from .config import JIT
 from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
-                     state_gradient_columns, unsigned)
+                     stage_step_inputs, state_gradient_columns, unsigned)
 from .team import barrier
 
 
@@ -129,15 +129,11 @@ def lstm_forward_fused(x, w_tp, bias_rows, h, c, lengths, reverse, need_grad, ou
     (I + H, 4H) packed by linalg.pack_weight; bias_rows (B, 4H): b_ih + b_hh in every row.
     Scratch: xh (B, I + H), pre (1, B, 4H), lens_t (B,) int64. The pointwise step is
     lstm_forward_step's, run on one-step views (step t as step 0, lengths counted from t)."""
-    T, I = x.shape[0], x.shape[2]
-    H = c.shape[1]
+    T = x.shape[0]
     for s in range(T):
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
-        for b in range(lo, hi):
-            copy_row(x[t, b], xh[b], I)
-            copy_row(h[b], xh[b, I:], H)
-            lens_t[b] = lengths[b] - t
+        stage_step_inputs(t, x, h, xh, lengths, lens_t, lo, hi)
         matmul_packed(xh[lo:hi], w_tp, pre[0, lo:hi], 0, pre.shape[2])
         # (no projection: the hpre argument is never read, cs stands in for it)
         lstm_forward_step(0, need_grad, pre, bias_rows, h, c, lens_t, False, out[t:t + 1],

@@ -8,7 +8,7 @@ from numba import njit
 from .activations import tanh
 from .config import JIT
 from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
-                     state_gradient_columns)
+                     stage_step_inputs, state_gradient_columns)
 from .team import barrier
 
 
@@ -52,6 +52,21 @@ def rnn_forward_recurrence(xg, w_hh_tp, h, lengths, reverse, relu, out, hg, lo, 
         t = T - 1 - s if reverse else s
         matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1])
         rnn_forward_step(t, xg, hg, h, lengths, relu, out, lo, hi)
+
+
+@njit(**JIT)
+def rnn_forward_fused(x, w_tp, bias_rows, h, lengths, reverse, relu, out, xh, pre, lens_t, lo,
+                      hi):
+    """rnn_forward_recurrence with the input projection inside, as lstm.lstm_forward_fused:
+    one product [x_t, h_{t-1}] @ [W_ih, W_hh]^T per step (w_tp packed by
+    linalg.pack_weight_concat_t), bias_rows (B, H) added by the pointwise step. Scratch: xh
+    (B, I + H), pre (1, B, H), lens_t (B,) int64."""
+    T = x.shape[0]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        stage_step_inputs(t, x, h, xh, lengths, lens_t, lo, hi)
+        matmul_packed(xh[lo:hi], w_tp, pre[0, lo:hi], 0, pre.shape[2])
+        rnn_forward_step(0, pre, bias_rows, h, lens_t, relu, out[t:t + 1], lo, hi)
 
 
 @njit(**JIT)

@@ -20,7 +20,8 @@ from .lstm import (lstm_backward_columns, lstm_backward_recurrence, lstm_backwar
                    lstm_forward_columns, lstm_forward_fused, lstm_forward_recurrence,
                    lstm_forward_step)
 from .rnn import (rnn_backward_columns, rnn_backward_recurrence, rnn_backward_step,
-                  rnn_forward_columns, rnn_forward_recurrence, rnn_forward_step)
+                  rnn_forward_columns, rnn_forward_fused, rnn_forward_recurrence,
+                  rnn_forward_step)
 from .team import (FIRST_ARG, array1_words, array2_words, array3_words, bounds_words, chunk_count,
                    claim, flag_word, float64_words, int_word, team_size, thread_index, words)
 
@@ -406,6 +407,32 @@ def _rnn_forward_recurrence(data, dt):
 
 def rnn_forward_recurrence_entry(data):
     _by_dtype(data, _rnn_forward_recurrence)
+
+
+@njit(**_CACHE)
+def _rnn_forward_fused(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    x, i = array3_words(w, FIRST_ARG, dt)
+    w_tp, i = array1_words(w, i, dt)
+    bias_rows, i = array2_words(w, i, dt)
+    h, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    relu, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    xh, i = array2_words(w, i, dt)
+    pre, i = array3_words(w, i, dt)
+    lens_t, i = array1_words(w, i, np.int64)
+    k = claim(data)
+    while k < chunk_count(w):
+        rnn_forward_fused(x, w_tp, bias_rows, h, lengths, reverse, relu, out, xh, pre, lens_t,
+                          bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def rnn_forward_fused_entry(data):
+    _by_dtype(data, _rnn_forward_fused)
 
 
 @njit(**_CACHE)
