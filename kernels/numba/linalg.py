@@ -71,7 +71,7 @@ def _pack(src, n_lo, n_hi, out, W, L):
 
 def pack_weight_concat_t(w1, w2):
     """pack_weight of [w1, w2]^T for C-contiguous w1 (N, K1) and w2 (N, K2) of one dtype: the
-    fused LSTM loop's [W_ih, W_hh]^T, packed without writing the concatenation first."""
+    fused LSTM/RNN loops' [W_ih, W_hh]^T, packed without writing the concatenation first."""
     out = np.empty(w1.shape[0] * (w1.shape[1] + w2.shape[1]), w1.dtype)
     W = panel_width(w1.dtype)
     _pack_transposed(w1, w2, out, W, W // 4)

@@ -126,7 +126,8 @@ def lstm_forward_fused(x, w_tp, bias_rows, h, c, lengths, reverse, need_grad, ou
     """lstm_forward_recurrence (without projection) with the input projection inside: each
     step's gate pre-activations come from one product [x_t, h_{t-1}] @ [W_ih, W_hh]^T, so the
     projection of all steps is never written out and read back. w_tp: [W_ih, W_hh]^T
-    (I + H, 4H) packed by linalg.pack_weight; bias_rows (B, 4H): b_ih + b_hh in every row.
+    (I + H, 4H) packed by linalg.pack_weight_concat_t; bias_rows (B, 4H): b_ih + b_hh in every
+    row.
     Scratch: xh (B, I + H), pre (1, B, 4H), lens_t (B,) int64. The pointwise step is
     lstm_forward_step's, run on one-step views (step t as step 0, lengths counted from t)."""
     T = x.shape[0]
