@@ -64,12 +64,11 @@ _LSTM_SHORT_TORCH = {
 
 
 def _torch_rows(table, B, H):
-    """Whether B rows of hidden size H fall in the table's band for H's bucket."""
-    for bucket in (64, 128, 256, 512):
-        if H <= bucket:
-            band = table.get(bucket)
-            return band is not None and band[0] <= B <= band[1]
-    return False
+    """Whether B rows of hidden size H fall in the table's band for H's bucket (the hidden
+    sizes of _FEW_STEPS_HIDDEN)."""
+    h = _bucket(H, _FEW_STEPS_HIDDEN)
+    band = None if h is None else table.get(_FEW_STEPS_HIDDEN[h])
+    return band is not None and band[0] <= B <= band[1]
 
 
 def _faster(B, H):
