@@ -1,5 +1,8 @@
 """When `auto` hands a call to torch's own implementation instead of fastrnn's kernels.
 
+On CUDA: every call, stacks and cells (cuDNN measured faster than the Triton kernels at every
+size and dtype; see the CUDA section below). The rest of this note is about the CPU.
+
 torch runs float32 CPU LSTMs (no projection, not packed) through oneDNN's fused RNN primitive,
 which uses every core even for a single sequence and runs close to the machine's GEMM rate.
 benchmarks/native_lstm_crossover.py (T = 100) and benchmarks/short_sequence_crossover.py (T = 2-64)
@@ -43,6 +46,7 @@ follows the measured table (_FEW_STEPS_TORCH_MAX).
 import os
 
 import torch
+from torch.nn.utils.rnn import PackedSequence
 
 from . import backends
 from .kernels.gemm import onednn_enabled
@@ -88,11 +92,41 @@ def _lstm_faster_in_torch(training, T, B, H):
     return _faster_training(B, H) if training else _faster(B, H)
 
 
+# ------------------------------------------------------------------------------ CUDA
+
+# On CUDA every call `auto` is in charge of goes to torch's own RNNs (cuDNN) and cells: on an
+# NVIDIA H200 fastrnn's Triton kernels ran at 0.02-0.55x torch's speed on every row of the GPU
+# grid (float32, bfloat16, float16; inference and training), and its single step at 0.19-0.5x
+# torch's cells (benchmarks/results/gpu-2026-11-26-h200.md). backend="triton" still runs them.
+
+
+def _auto_in_charge(backend):
+    return backend == "auto" and (os.environ.get(backends.ENV_VAR) or "auto") == "auto"
+
+
+def takes_cuda(backend, x):
+    """Whether a stack call on a CUDA tensor goes to torch's own RNN (cuDNN)."""
+    return x.device.type == "cuda" and _auto_in_charge(backend)
+
+
+def cuda_stack(kind, nonlinearity, input, batch_sizes, hx, weights, bias, num_layers, dropout,
+               training, bidirectional, batch_first):
+    """torch's own LSTM/GRU/RNN over the whole stack, on the caller's input as given (packed
+    data with its batch_sizes, or a batched tensor): what torch.nn's forward calls."""
+    run = {"lstm": torch._VF.lstm, "gru": torch._VF.gru}.get(kind) or (
+        torch._VF.rnn_tanh if nonlinearity == "tanh" else torch._VF.rnn_relu)
+    if batch_sizes is not None:
+        return tuple(run(input, batch_sizes, hx, weights, bias, num_layers, dropout, training,
+                         bidirectional))
+    return tuple(run(input, hx, weights, bias, num_layers, dropout, training, bidirectional,
+                     batch_first))
+
+
 def _torch_is_faster(device, dtype, T, B, H, training=False):
     """auto is in charge (no FASTRNN_BACKEND naming a backend), torch would run oneDNN's fused
     LSTM for this device and dtype, and this size measured faster there (for training: forward
     and backward)."""
-    return ((os.environ.get(backends.ENV_VAR) or "auto") == "auto"
+    return (_auto_in_charge("auto")
             and torch.device(device).type == "cpu" and dtype == torch.float32
             and onednn_enabled() and _lstm_faster_in_torch(training, T, B, H))
 
@@ -100,6 +134,8 @@ def _torch_is_faster(device, dtype, T, B, H, training=False):
 def explain(kind, T, B, H, dtype, device):
     """A line saying where `auto` runs torch's LSTM for this layer (inference, training), or
     None."""
+    if torch.device(device).type == "cuda" and _auto_in_charge("auto"):
+        return "torch's own RNN (cuDNN; faster than fastrnn's Triton kernels, fastrnn/native.py)"
     if kind != "lstm":
         return None
     modes = [mode for mode, training in (("inference", False), ("training", True))
@@ -141,13 +177,13 @@ def _cell_faster_in_torch(B, weight_bytes):
 def _auto_float32_cpu(backend, x):
     """auto is in charge (no FASTRNN_BACKEND naming a backend) of a float32 CPU call: the only
     calls the hand-offs were measured for (half types keep fastrnn's float32 math)."""
-    if backend != "auto" or (os.environ.get(backends.ENV_VAR) or "auto") != "auto":
-        return False
-    return x.device.type == "cpu" and x.dtype == torch.float32
+    return _auto_in_charge(backend) and x.device.type == "cpu" and x.dtype == torch.float32
 
 
 def _step_goes_to_torch(backend, x, tensors, w_hh):
     """A single step of B = x.shape[-2] rows (a cell, or a one-step GRU/RNN stack)."""
+    if x.device.type == "cuda":
+        return _auto_in_charge(backend)   # torch's cells: 2-5x faster than Triton's step
     if not _auto_float32_cpu(backend, x):
         return False
     if tracks_grad(tensors):
@@ -231,9 +267,13 @@ def takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training, nu
 def module_goes_to_torch(module, kind, input, hx):
     """Whether a fastrnn.LSTM/GRU/RNN module call goes to torch.nn's own forward, decided before
     any of fastrnn's argument handling: the call then costs what torch.nn's does (fastrnn's
-    module and functional code add ~15-35 us, a third of a short call's time). The LSTM rule
-    (without proj_size, oneDNN on) or, for GRU/RNN, the few-steps rule; batched, unpacked,
-    non-empty tensors only. Every other call takes the functional path and its hand-offs."""
+    module and functional code add ~15-35 us, a third of a short call's time). On CUDA, every
+    call (cuDNN). On CPU, the LSTM rule (without proj_size, oneDNN on) or, for GRU/RNN, the
+    few-steps rule; batched, unpacked, non-empty tensors only. Every other call takes the
+    functional path and its hand-offs."""
+    data = input.data if isinstance(input, PackedSequence) else input
+    if isinstance(data, torch.Tensor) and data.device.type == "cuda":
+        return _auto_in_charge(module.backend)
     if not isinstance(input, torch.Tensor) or input.dim() != 3:
         return False
     if not _auto_float32_cpu(module.backend, input):

@@ -371,3 +371,32 @@ def test_longer_sequences_and_lstm_keep_fastrnn(stack_handoffs, monkeypatch):
     lstm = fastrnn.LSTM(32, 32)
     lstm(torch.randn(2, 3, 32, requires_grad=True))[0].sum().backward()   # LSTM rule instead
     assert stack_handoffs == {"module": [], "functional": []}
+
+
+# ------------------------------------------------------------------------------ CUDA
+# The calls themselves run in tests/test_triton_gpu.py (on a GPU); here, the rule.
+
+class _OnDevice:
+    def __init__(self, kind):
+        self.device = torch.device(kind)
+
+
+def test_auto_hands_every_cuda_call_to_torch(monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    cuda, cpu = _OnDevice("cuda"), _OnDevice("cpu")
+    assert native.takes_cuda("auto", cuda)
+    assert not native.takes_cuda("auto", cpu)
+    assert not native.takes_cuda("triton", cuda)            # an explicit backend is obeyed
+    assert native._step_goes_to_torch("auto", cuda, [], None)
+    assert not native._step_goes_to_torch("triton", cuda, [], None)
+    monkeypatch.setenv(backends.ENV_VAR, "triton")          # and so is FASTRNN_BACKEND
+    assert not native.takes_cuda("auto", cuda)
+    assert not native._step_goes_to_torch("auto", cuda, [], None)
+
+
+def test_explain_names_cudnn_on_cuda_only(monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    assert "cuDNN" in native.explain("gru", 100, 8, 256, torch.float32, "cuda")
+    assert native.explain("gru", 100, 8, 256, torch.float32, "cpu") is None
+    monkeypatch.setenv(backends.ENV_VAR, "triton")
+    assert native.explain("gru", 100, 8, 256, torch.float32, "cuda") is None

@@ -304,3 +304,126 @@ def test_explain_on_gpu():
     assert tk.supports("cuda", torch.bfloat16)
     assert tk.explain("lstm", 100, 32, 32, dtype=torch.float16).startswith("triton persistent")
     assert tk.explain("lstm", 100, 32, 1024, P=256).startswith("triton step")
+
+
+# ------------------------------------------------------- fastrnn's modules on CUDA, both ways
+
+import fastrnn  # noqa: E402
+import fastrnn.functional as fF  # noqa: E402
+from torch.nn.utils.rnn import pack_sequence  # noqa: E402
+
+MODULE_CASES = [("LSTM", {}), ("LSTM", {"proj_size": 8}), ("GRU", {}), ("GRU", {"bias": False}),
+                ("RNN", {"nonlinearity": "tanh"}), ("RNN", {"nonlinearity": "relu"})]
+
+
+def _module_pair(name, kw, dtype, backend, seed=3):
+    torch.manual_seed(seed)
+    theirs = getattr(torch.nn, name)(12, 16, num_layers=2, bidirectional=True, batch_first=True,
+                                     **kw).to(DEV, dtype)
+    ours = getattr(fastrnn, name)(12, 16, num_layers=2, bidirectional=True, batch_first=True,
+                                  backend=backend, **kw).to(DEV, dtype)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def _outputs_and_grads(module, inp):
+    out, hid = module(inp)
+    out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
+    vals = [out] + (list(hid) if isinstance(hid, tuple) else [hid])
+    loss = sum((v.float() * (k + 1)).sum() for k, v in enumerate(vals))
+    grads = torch.autograd.grad(loss, list(module.parameters()))
+    return [v.detach() for v in vals], grads
+
+
+def _inputs(dtype, packed):
+    g = torch.Generator().manual_seed(4)
+    if packed:
+        seqs = [torch.randn(n, 12, generator=g).to(DEV, dtype) for n in (9, 5, 7)]
+        return pack_sequence(seqs, enforce_sorted=False)
+    return torch.randn(3, 9, 12, generator=g).to(DEV, dtype)
+
+
+@pytest.fixture
+def no_triton(monkeypatch):
+    """Make every Triton entry point fail: a call that reaches one did not go to torch."""
+    for fn in ("lstm_forward", "gru_forward", "rnn_forward", "lstm_backward", "gru_backward",
+               "rnn_backward"):
+        monkeypatch.setattr(tk, fn, lambda *a, _fn=fn, **k: pytest.fail(f"auto ran triton's {_fn}"))
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64],
+                         ids=str)
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: f"{c[0]}{c[1]}")
+def test_auto_on_cuda_runs_torch_nn(case, dtype, packed, no_triton):
+    # auto hands every CUDA call to torch's own RNN (cuDNN): the Triton kernels measured slower
+    # everywhere (fastrnn/native.py). Same calls, so the same results.
+    name, kw = case
+    theirs, ours = _module_pair(name, kw, dtype, "auto")
+    inp = _inputs(dtype, packed)
+    want_vals, want_grads = _outputs_and_grads(theirs, inp)
+    got_vals, got_grads = _outputs_and_grads(ours, inp)
+    for a, b in zip(got_vals, want_vals):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_auto_functional_on_cuda_runs_torch(kind, no_triton):
+    name = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[kind]
+    theirs, _ = _module_pair(name, {}, torch.float32, "auto")
+    for packed in (False, True):
+        inp = _inputs(torch.float32, packed)
+        want = theirs(inp)
+        if packed:
+            data, batch_sizes = inp.data, inp.batch_sizes
+            got = getattr(fF, kind)(data, None, theirs._flat_weights, num_layers=2,
+                                    bidirectional=True, batch_first=True, batch_sizes=batch_sizes)
+            want_out = want[0].data
+            # the module returns h_n in the caller's order; the functional, in packed order
+            want = (want[0], tuple(h[:, inp.sorted_indices] for h in want[1])
+                    if kind == "lstm" else want[1][:, inp.sorted_indices])
+        else:
+            got = getattr(fF, kind)(inp, None, theirs._flat_weights, num_layers=2,
+                                    bidirectional=True, batch_first=True)
+            want_out = want[0]
+        torch.testing.assert_close(got[0], want_out, rtol=0, atol=0)
+        want_h = want[1] if kind != "lstm" else want[1][0]
+        torch.testing.assert_close(got[1], want_h, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: f"{c[0]}{c[1]}")
+def test_triton_modules_on_cuda_match_torch_nn(case, packed):
+    # backend="triton" still runs fastrnn's kernels (no hand-off): float32 within the kernel
+    # tolerance of torch.nn's cuDNN result, values and every parameter's gradient.
+    name, kw = case
+    theirs, ours = _module_pair(name, kw, torch.float32, "triton")
+    inp = _inputs(torch.float32, packed)
+    want_vals, want_grads = _outputs_and_grads(theirs, inp)
+    calls = []
+    real = getattr(tk, name.lower() + "_forward")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tk, name.lower() + "_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+        got_vals, got_grads = _outputs_and_grads(ours, inp)
+    assert calls, "backend='triton' did not run the Triton kernels"
+    for a, b in zip(got_vals + list(got_grads), want_vals + list(want_grads)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_auto_explains_the_cuda_hand_off():
+    line = fastrnn.native.explain("gru", 100, 8, 256, torch.float32, "cuda")
+    assert line is not None and "cuDNN" in line
+
+
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_auto_cells_on_cuda_run_torch(name, no_triton):
+    torch.manual_seed(5)
+    theirs = getattr(torch.nn, name)(12, 16).to(DEV)
+    ours = getattr(fastrnn, name)(12, 16).to(DEV)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(3, 12, device=DEV)
+    want, got = theirs(x), ours(x)
+    for a, b in zip(got if name == "LSTMCell" else [got], want if name == "LSTMCell" else [want]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
