@@ -13,7 +13,7 @@ tensor (B,) on x's device (see fastrnn.steps for the live-step rule).
 import torch
 from torch.autograd.function import once_differentiable
 
-from .kernels.gemm import RepeatedLinear, linear
+from .kernels.gemm import RepeatedLinear, linear, weight_grads
 from .steps import previous_states
 
 
@@ -73,13 +73,21 @@ def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
     dxg2 = dxg.reshape(T * B, dxg.shape[2])
     dhg2 = dxg2 if dhg is dxg else dhg.reshape(T * B, dhg.shape[2])
     dx = linear(dxg2, w_ih.t()).view(T, B, I) if need[0] else None
-    dw_ih = dxg2.t() @ x.reshape(T * B, I) if need[1] else None
-    dw_hh = dhg2.t() @ hprev.reshape(T * B, hprev.shape[2]) if need[2] else None
-    db_ih = dxg2.sum(0) if need[3] else None
-    if need[4] and db_ih is not None and dhg2 is dxg2:
-        db_hh = db_ih.clone()  # LSTM/RNN: the same sum; a copy, since autograd may reuse grads in place
-    else:
-        db_hh = dhg2.sum(0) if need[4] else None
+    x2, hprev2 = x.reshape(T * B, I), hprev.reshape(T * B, hprev.shape[2])
+    if dhg2 is dxg2:
+        # LSTM/RNN: one gate gradient for both weights (and both biases).
+        wanted = [a for a, n in ((x2, need[1]), (hprev2, need[2])) if n]
+        grads, db_ih = weight_grads(dxg2, wanted, need[3] or need[4])
+        dw_ih = grads.pop(0) if need[1] else None
+        dw_hh = grads.pop(0) if need[2] else None
+        # The same sum for both biases; a copy, since autograd may reuse grads in place.
+        db_hh = (db_ih.clone() if need[3] else db_ih) if need[4] else None
+        db_ih = db_ih if need[3] else None
+        return dx, dw_ih, dw_hh, db_ih, db_hh
+    grads, db_ih = weight_grads(dxg2, [x2] if need[1] else [], need[3])
+    dw_ih = grads[0] if need[1] else None
+    grads, db_hh = weight_grads(dhg2, [hprev2] if need[2] else [], need[4])
+    dw_hh = grads[0] if need[2] else None
     return dx, dw_ih, dw_hh, db_ih, db_hh
 
 

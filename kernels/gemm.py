@@ -20,7 +20,15 @@ def _onednn_ops():
         return None
 
 
+def _onednn_backward_weights():
+    try:
+        return torch.ops.aten.mkldnn_linear_backward_weights
+    except (AttributeError, RuntimeError):
+        return None
+
+
 _OPS = _onednn_ops()
+_BACKWARD_WEIGHTS = _onednn_backward_weights()
 _AVAILABLE = torch.backends.mkldnn.is_available()
 # The getter behind torch.backends.mkldnn.enabled, when this torch has it (else the property).
 _GET_ENABLED = getattr(torch._C, "_get_mkldnn_enabled", None)
@@ -101,3 +109,44 @@ class RepeatedLinear:
         else:
             torch.addmm(self.bias, a, self.w.t(), out=out)
         return out
+
+
+# Weight gradients grad^T @ a over all steps: oneDNN's inner-product backward-weights primitive
+# (reached through its own tensor format, one conversion of grad shared by every input) against
+# torch.mm's transposed product (MKL, which runs AVX2 code on AMD). Measured on the 2-core AMD
+# EPYC (Zen 5; benchmarks/weight_grad_crossover.py, recorded in
+# benchmarks/results/cpu-weight-grads-2026-11-26-zen5.md): oneDNN 1.34-1.84x faster from 2^24.3
+# multiply-adds per product, one tie (0.99x at 6400 x 256 x 256), and 0.39x at 2^20.6
+# (100 x 256 x 64), where the format conversions dominate.
+BACKWARD_WEIGHTS_MIN_MACS = 1 << 24
+_SHAPE_ONLY = {}
+
+
+def _weight_options():
+    # The primitive reads only the dtype and device of its `weight` argument.
+    w = _SHAPE_ONLY.get("w")
+    if w is None:
+        w = _SHAPE_ONLY["w"] = torch.empty(1).to_mkldnn()
+    return w
+
+
+def weight_grads(grad, inputs, bias=False):
+    """([grad^T @ a for a in inputs], grad.sum(0) if bias else None): the weight and bias
+    gradients of products y = a @ w^T + b that share the output gradient ``grad`` (M, N); each
+    input a is (M, K). Inputs may be non-contiguous."""
+    M, N = grad.shape
+    onednn = [_BACKWARD_WEIGHTS is not None and a.dtype == torch.float32
+              and M * N * a.shape[1] >= BACKWARD_WEIGHTS_MIN_MACS for a in inputs]
+    if not any(onednn) or not _onednn_usable(grad.device, grad.dtype):
+        return [grad.t() @ a for a in inputs], (grad.sum(0) if bias else None)
+    g, w = grad.to_mkldnn(), _weight_options()
+    grads, db = [], None
+    for a, fast in zip(inputs, onednn):
+        if not fast:
+            grads.append(grad.t() @ a)
+            continue
+        dw, b = _BACKWARD_WEIGHTS(g, a.to_mkldnn(), w, bias and db is None)
+        grads.append(dw.to_dense())
+        if bias and db is None:
+            db = b.to_dense()
+    return grads, db

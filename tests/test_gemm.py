@@ -52,3 +52,64 @@ def test_module_on_onednn_sized_layer_matches_torch(kind, monkeypatch):
     if gemm._OPS is not None and torch.backends.mkldnn.is_available():
         assert "oneDNN packed" in numba_backend.explain(kind, 3, B, H)
     check_parity(kind, "numba", torch.float32, 16, H, 3, B, form="packed_unsorted", bidirectional=True)
+
+
+# Shapes below and above gemm.BACKWARD_WEIGHTS_MIN_MACS (2^24), so both paths run.
+WEIGHT_GRAD_SHAPES = [(100, 256, [64]), (320, 512, [128, 128]), (1600, 96, [200]),
+                      (6400, 1024, [256, 256]), (1, 8, [4])]
+
+
+@pytest.mark.parametrize("M, N, Ks", WEIGHT_GRAD_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [False, True])
+def test_weight_grads_match_mm(M, N, Ks, dtype, bias):
+    torch.manual_seed(1)
+    grad = torch.randn(M, N, dtype=dtype)
+    # The second input is a transposed (non-contiguous) view, as previous states can be.
+    inputs = [torch.randn(M, K, dtype=dtype) if k == 0 else torch.randn(K, M, dtype=dtype).t()
+              for k, K in enumerate(Ks)]
+    grads, db = gemm.weight_grads(grad, inputs, bias)
+    exact = grad.double()
+    tol = dict(atol=1e-9, rtol=1e-9) if dtype == torch.float64 else dict(atol=3e-6 * M ** 0.5, rtol=2e-5)
+    assert len(grads) == len(inputs)
+    for dw, a in zip(grads, inputs):
+        assert dw.dtype == dtype and dw.layout == torch.strided and not dw.is_mkldnn
+        torch.testing.assert_close(dw.double(), exact.t() @ a.double(), **tol)
+    if bias:
+        torch.testing.assert_close(db.double(), exact.sum(0), **tol)
+    else:
+        assert db is None
+
+
+def test_weight_grads_take_onednn_from_the_measured_size(monkeypatch):
+    if gemm._BACKWARD_WEIGHTS is None or not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN backward-weights primitive")
+    calls = []
+    real = gemm._BACKWARD_WEIGHTS
+    monkeypatch.setattr(gemm, "_BACKWARD_WEIGHTS", lambda *a: calls.append(1) or real(*a))
+    gemm.weight_grads(torch.randn(400, 512), [torch.randn(400, 128)])       # 2^24.6 MACs
+    assert calls == [1]
+    # Per input: the small one takes torch.mm, the bias comes from the first oneDNN product.
+    grads, db = gemm.weight_grads(torch.randn(400, 512), [torch.randn(400, 8), torch.randn(400, 128)], True)
+    assert calls == [1, 1] and db is not None
+    gemm.weight_grads(torch.randn(100, 256), [torch.randn(100, 64)])        # 2^20.6
+    gemm.weight_grads(torch.randn(400, 512).double(), [torch.randn(400, 128).double()])
+    with torch.backends.mkldnn.flags(enabled=False):
+        gemm.weight_grads(torch.randn(400, 512), [torch.randn(400, 128)])
+    assert calls == [1, 1]
+
+
+@pytest.mark.parametrize("kind, kw", [("lstm", {}), ("lstm", {"proj_size": 24}), ("gru", {}),
+                                      ("rnn", {}), ("gru", {"bias": False})])
+def test_modules_with_onednn_weight_grads_match_torch(kind, kw, monkeypatch):
+    # A training call whose weight gradients take oneDNN's backward-weights primitive (20 steps
+    # x 16 rows x 256 units x 256 inputs: 2^24.3 multiply-adds for the RNN, more with gates;
+    # the projected LSTM's W_hh gradient, 24 wide, stays torch.mm), packed and bidirectional.
+    calls = []
+    real = gemm._BACKWARD_WEIGHTS
+    if real is not None:
+        monkeypatch.setattr(gemm, "_BACKWARD_WEIGHTS", lambda *a: calls.append(1) or real(*a))
+    check_parity(kind, "numba", torch.float32, 256, 256, 20, 16, form="packed_unsorted",
+                 bidirectional=True, **kw)
+    if real is not None and torch.backends.mkldnn.is_available():
+        assert calls

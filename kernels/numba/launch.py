@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from numba.core.errors import NumbaError
 
-from ..gemm import RepeatedLinear, linear, packs
+from ..gemm import RepeatedLinear, linear, packs, weight_grads
 from . import pool, team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
@@ -580,7 +580,7 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     dw_hr = None
     if proj:
         # One GEMM over all steps instead of T small ones; dead steps have dht = 0.
-        dw_hr = _out(dht_all.reshape(T * B, P).t() @ saved[2].reshape(T * B, H), dtype)
+        dw_hr = _out(weight_grads(dht_all.reshape(T * B, P), [saved[2].reshape(T * B, H)])[0][0], dtype)
     return _out(dgates, dtype), _out(dh, dtype), _out(dc, dtype), dw_hr
 
 
