@@ -67,11 +67,14 @@ def _worth_onednn(M, K, N):
             or (M >= 100 and K * N >= (1 << 16)) or M >= 1600)
 
 
-# oneDNN takes the weight contiguous. A transposed view (the backward's W_ih^T) is copied first,
-# at ~0.7 ns per element: 1024 x 256 cost 190 us, as much as the product at 64 rows, so torch.mm
-# (which reads the transpose in place) stays faster until ~1600 rows (measured 376 vs 190 us at
-# 64 rows, 3.97 vs 4.05 ms at 1600; Zen 4 machine).
-COPY_WEIGHT_MIN_ROWS = 2048
+# oneDNN takes the weight contiguous. A transposed view (the backward's W_ih^T) is copied first.
+# Whether that pays depends on the machine: on the Zen 4 EPYC (AVX-512 at 256-bit width, where
+# MKL's AVX2 code keeps up with oneDNN) the copy cost as much as the product at 64 rows and tied
+# at 1600 (4.05 vs 3.97 ms); on the Zen 5 EPYC (full-width AVX-512: oneDNN ~2x MKL) copy plus
+# oneDNN won 1.27-1.57x from 400 rows at every weight size of the grid and lost (0.66-0.91x) or
+# tied at 100 rows (benchmarks/results/cpu-weight-grads-2026-11-26-zen5.md). 400 rows: at most
+# a few percent of one product lost on the Zen 4, up to 2x won on the Zen 5.
+COPY_WEIGHT_MIN_ROWS = 400
 
 
 def linear(a, w, bias=None):
