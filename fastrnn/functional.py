@@ -111,21 +111,16 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
     _check_state("hidden[0]" if kind == "lstm" else "hidden", h0, (LD, B, P), x.dtype)
     if kind == "lstm":
         _check_state("hidden[1]", c0, (LD, B, H), x.dtype)
-    if native.takes_cuda(backend, x):
+    packed = batch_sizes is not None
+    if (native.takes_cuda(backend, x)
+            or native.takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training,
+                                      num_layers)
+            or (kind == "lstm" and native.takes_lstm(backend, x, h0, c0, weights,
+                                                    w_hr0 is not None, packed, dropout,
+                                                    training, num_layers))):
         hx = (h0, c0) if kind == "lstm" else h0
-        return native.cuda_stack(kind, nonlinearity, input, batch_sizes, hx, weights, bias,
-                                 num_layers, dropout, training, bidirectional, batch_first)
-    if native.takes_few_steps(backend, kind, x, h0, weights, batch_sizes is not None, dropout,
-                              training, num_layers):
-        output, h_n = native.stack(kind, nonlinearity, x, h0, weights, bias, num_layers, dropout,
-                                   training, bidirectional)
-        return (output.transpose(0, 1) if batch_first else output), h_n
-    if kind == "lstm":
-        if native.takes_lstm(backend, x, h0, c0, weights, w_hr0 is not None,
-                             batch_sizes is not None, dropout, training, num_layers):
-            output, h_n, c_n = native.lstm(x, h0, c0, weights, bias, num_layers, dropout,
-                                           training, bidirectional)
-            return (output.transpose(0, 1) if batch_first else output), h_n, c_n
+        return native.stack(kind, nonlinearity, input, batch_sizes, hx, weights, bias,
+                            num_layers, dropout, training, bidirectional, batch_first)
 
     layer_input = x
     h_n, c_n = [], []

@@ -109,19 +109,6 @@ def takes_cuda(backend, x):
     return x.device.type == "cuda" and _auto_in_charge(backend)
 
 
-def cuda_stack(kind, nonlinearity, input, batch_sizes, hx, weights, bias, num_layers, dropout,
-               training, bidirectional, batch_first):
-    """torch's own LSTM/GRU/RNN over the whole stack, on the caller's input as given (packed
-    data with its batch_sizes, or a batched tensor): what torch.nn's forward calls."""
-    run = {"lstm": torch._VF.lstm, "gru": torch._VF.gru}.get(kind) or (
-        torch._VF.rnn_tanh if nonlinearity == "tanh" else torch._VF.rnn_relu)
-    if batch_sizes is not None:
-        return tuple(run(input, batch_sizes, hx, weights, bias, num_layers, dropout, training,
-                         bidirectional))
-    return tuple(run(input, hx, weights, bias, num_layers, dropout, training, bidirectional,
-                     batch_first))
-
-
 def _torch_is_faster(device, dtype, T, B, H, training=False):
     """auto is in charge (no FASTRNN_BACKEND naming a backend), torch would run oneDNN's fused
     LSTM for this device and dtype, and this size measured faster there (for training: forward
@@ -153,12 +140,6 @@ def takes_lstm(backend, x, h0, c0, weights, projected, packed, dropout, training
         return False        # dropout between layers stays fastrnn's, one RNG stream per model
     return _torch_is_faster(x.device, x.dtype, x.shape[0], x.shape[1], h0.shape[-1],
                             tracks_grad([x, h0, c0, *weights]))
-
-
-def lstm(x, h0, c0, weights, bias, num_layers, dropout, training, bidirectional):
-    """torch's own LSTM over the whole stack: (output, h_n, c_n), time-major."""
-    return torch._VF.lstm(x, (h0, c0), weights, bias, num_layers, dropout, training,
-                          bidirectional, False)
 
 
 # ----------------------------------------------------------------------------------- cells
@@ -303,8 +284,15 @@ def torch_forward(module, input, hx):
     return module._torch_class().forward(module, input, hx)
 
 
-def stack(kind, nonlinearity, x, h0, weights, bias, num_layers, dropout, training, bidirectional):
-    """torch's own GRU or RNN over the whole stack: (output, h_n), time-major."""
-    run = torch._VF.gru if kind == "gru" else (
+def stack(kind, nonlinearity, input, batch_sizes, hx, weights, bias, num_layers, dropout,
+          training, bidirectional, batch_first):
+    """torch's own LSTM/GRU/RNN over the whole stack, on the caller's input as given (packed
+    data with its batch_sizes, or a batched tensor) and hx ((h0, c0) for an LSTM): what
+    torch.nn's forward calls. Returns (output, h_n, c_n) for an LSTM, else (output, h_n)."""
+    run = {"lstm": torch._VF.lstm, "gru": torch._VF.gru}.get(kind) or (
         torch._VF.rnn_tanh if nonlinearity == "tanh" else torch._VF.rnn_relu)
-    return tuple(run(x, h0, weights, bias, num_layers, dropout, training, bidirectional, False))
+    if batch_sizes is not None:
+        return tuple(run(input, batch_sizes, hx, weights, bias, num_layers, dropout, training,
+                         bidirectional))
+    return tuple(run(input, hx, weights, bias, num_layers, dropout, training, bidirectional,
+                     batch_first))

@@ -9,6 +9,8 @@ Float32 only: oneDNN's float64 path does not exist and its 16-bit paths change r
 Everything falls back to torch.mm when oneDNN is missing or disabled.
 """
 
+import functools
+
 import torch
 
 
@@ -122,15 +124,12 @@ class RepeatedLinear:
 # multiply-adds per product, one tie (0.99x at 6400 x 256 x 256), and 0.39x at 2^20.6
 # (100 x 256 x 64), where the format conversions dominate.
 BACKWARD_WEIGHTS_MIN_MACS = 1 << 24
-_SHAPE_ONLY = {}
 
 
+@functools.cache
 def _weight_options():
     # The primitive reads only the dtype and device of its `weight` argument.
-    w = _SHAPE_ONLY.get("w")
-    if w is None:
-        w = _SHAPE_ONLY["w"] = torch.empty(1).to_mkldnn()
-    return w
+    return torch.empty(1).to_mkldnn()
 
 
 def weight_grads(grad, inputs, bias=False):

@@ -17,7 +17,7 @@ def handoffs(monkeypatch):
     """Records the LSTM hand-offs at either level (they still run torch's LSTM): a module call
     to torch.nn's forward ("module"), a functional call to torch's LSTM ("functional")."""
     calls = []
-    real_lstm, real_forward = native.lstm, native.torch_forward
+    real_lstm, real_forward = native.stack, native.torch_forward
 
     def functional_spy(*args):
         calls.append("functional")
@@ -27,7 +27,7 @@ def handoffs(monkeypatch):
         calls.append("module")
         return real_forward(*args)
 
-    monkeypatch.setattr(native, "lstm", functional_spy)
+    monkeypatch.setattr(native, "stack", functional_spy)
     monkeypatch.setattr(native, "torch_forward", module_spy)
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     return calls
