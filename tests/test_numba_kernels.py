@@ -420,6 +420,36 @@ def test_packed_product_odd_shapes(dtype):
                                            err_msg=f"{M}x{K}x{N}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_product_k_chunks(dtype):
+    # The k loop in chunks (linalg.K_BLOCK_BYTES): chunk sizes that divide K and that leave an
+    # odd remainder (the 1-row block's pairs of k), into columns n0.. of a wider NaN-filled out
+    # (the first chunk must not read out, the later ones must add to it, columns outside
+    # n0..n0+N stay untouched), and K past the default chunk through matmul_packed itself.
+    from fastrnn.kernels.numba import simd
+    from fastrnn.kernels.numba.linalg import (K_BLOCK_BYTES, matmul_packed,
+                                              matmul_packed_blocked, pack_weight, panel_width)
+    rng = np.random.default_rng(1)
+    W = panel_width(dtype)
+    default = K_BLOCK_BYTES // (4 * simd.VECTOR_BYTES)
+    cases = [(M, K, kc) for M in (1, 3, 6, 7) for K, kc in ((12, 4), (13, 4), (13, 2), (9, 1))]
+    cases += [(5, 2 * default + 3, None), (4, default, None)]
+    for M, K, kc in cases:
+        N = 2 * W + 3
+        a = rng.standard_normal((M, K)).astype(dtype)
+        b = rng.standard_normal((K, N)).astype(dtype)
+        out = np.full((M, N + 7), np.nan, dtype)
+        if kc is None:
+            matmul_packed(a, pack_weight(b), out, 5, N)
+        else:
+            matmul_packed_blocked(a, pack_weight(b), out, 5, N, kc)
+        ref = a.astype(np.float64) @ b.astype(np.float64)
+        tol = 1e-12 if dtype == np.float64 else 2e-6
+        np.testing.assert_allclose(out[:, 5:5 + N], ref, rtol=0, atol=tol * np.sqrt(K) * 4,
+                                   err_msg=f"{M}x{K}x{N} in chunks of {kc}")
+        assert np.isnan(out[:, :5]).all() and np.isnan(out[:, 5 + N:]).all()
+
+
 def test_pack_weight_layout():
     # Panels of W columns (K x W row-major), then one-vector panels (K x L), then the last
     # N % L columns one after the other.

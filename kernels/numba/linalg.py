@@ -158,16 +158,37 @@ def slice_offset(K, groups, j0, j1, g):
     return K * (groups * j0 + g * (j1 - j0))
 
 
+# The product's k loop runs in chunks of K_BLOCK_BYTES of a panel (128 rows of a 4-vector panel
+# with AVX-512) when K is larger: a chunk stays in L1 while every block of rows reads it, where a
+# whole panel (128 KiB at K = 512) came from L2 again for each block of 4 rows and those loads,
+# not the multiply-adds, bound the loop. Each chunk after the first adds to the partial sums in
+# out (one load and store per 4 rows x 4 vectors). Measured on a 2-core Intel Xeon (48 KiB L1d,
+# 2 MiB L2; `python benchmarks/product_rate.py --chunks 0,64,96,128`, one thread, interleaved;
+# benchmarks/results/cpu-product-chunks-2026-11-26-xeon.md): 1.10-1.20x at K = 256-1024 with
+# 32-64 rows (64x256x256 124 -> 146 GFLOP/s, 64x1024x2048 110 -> 126), 96 and 128 rows within
+# 3% of each other, 64 slower; a 96-row chunk cost 5% at K = 128 (one panel of 32 KiB fits L1
+# whole). Not measured on a 32 KiB L1 (Zen 4).
+K_BLOCK_BYTES = 32 << 10
+
+
 @njit(**JIT)
 def matmul_packed(a, bp, out, n0, N):
     """out[:, n0:n0+N] = a @ b for C-contiguous a (M, K) and out (M, >= n0 + N), b (K, N) packed
-    by pack_weight.
+    by pack_weight (matmul_packed_blocked with chunks of K_BLOCK_BYTES)."""
+    kc = max(1, K_BLOCK_BYTES // (4 * simd.VECTOR_BYTES))
+    matmul_packed_blocked(a, bp, out, n0, N, kc)
+
+
+@njit(**JIT)
+def matmul_packed_blocked(a, bp, out, n0, N, kc):
+    """matmul_packed with the k loop in chunks of kc (see K_BLOCK).
 
     Register-blocked on explicit vectors (kernels/numba/simd.py): a block of 4 rows x 1 panel of
-    out is summed over all of k in 16 registers, each k loading the panel's 4 vectors and reading
-    4 scalars of a, so the loop is bound by multiply-adds, not by memory. The rows past a multiple
-    of 4 take 2- and 1-row blocks; the columns past the last full panel take one-vector panels,
-    then dot products. Panel by panel, so each panel is reused by every row while it is in cache.
+    out is summed over a chunk of k in 16 registers, each k loading the panel's 4 vectors and
+    reading 4 scalars of a, so the loop is bound by multiply-adds, not by memory. The rows past a
+    multiple of 4 take 2- and 1-row blocks; the columns past the last full panel take one-vector
+    panels, then dot products (both over all of k: a few columns at most). Panel by panel, chunk
+    by chunk, so each chunk is reused by every row while it is in L1.
     """
     M, K = a.shape
     ld = out.shape[1]
@@ -178,20 +199,29 @@ def matmul_packed(a, bp, out, n0, N):
     M4 = M - M % 4
     for n in range(0, wide, W):
         base = n * K            # the panel's first element
-        for m in range(0, M4, 4):
-            _block_4(a, bp, out, m, n0 + n, base, K, ld, L)
-        m = M4
-        if m + 2 <= M:
-            _block_2(a, bp, out, m, n0 + n, base, K, ld, L)
-            m += 2
-        if m < M:
-            _block_1(a, bp, out, m, n0 + n, base, K, ld, L)
+        for k0 in range(0, K, kc):
+            k1 = min(K, k0 + kc)
+            more = k0 > 0       # add to the sums of the chunks before
+            for m in range(0, M4, 4):
+                _block_4(a, bp, out, m, n0 + n, base, k0, k1, ld, L, more)
+            m = M4
+            if m + 2 <= M:
+                _block_2(a, bp, out, m, n0 + n, base, k0, k1, ld, L, more)
+                m += 2
+            if m < M:
+                _block_1(a, bp, out, m, n0 + n, base, k0, k1, ld, L, more)
     for n in range(wide, narrow, L):
         for m in range(M):
             _vector(a, bp, out, m, n0 + n, n * K, K, ld, L)
     for n in range(narrow, N):
         for m in range(M):
             out[m, n0 + n] = _dot(a, bp, m, n * K, K, L)
+
+
+@njit(inline="always")
+def _start(out, o, more):
+    """A block's accumulator: the partial sum at out[o:] when more, else zeros."""
+    return simd.load(out, o) if more else simd.zeros(out)
 
 
 @njit(**JIT)
@@ -221,14 +251,22 @@ def state_gradient_columns(t, dgates_t, w_parts, dh_new, dh, lengths, j0, j1, ad
 
 
 @njit(**JIT)
-def _block_4(a, bp, out, m, n, base, K, N, L):
-    """out[m:m+4, n:n+4L] from the panel at bp[base:]."""
-    c00 = simd.zeros(out); c01 = simd.zeros(out); c02 = simd.zeros(out); c03 = simd.zeros(out)
-    c10 = simd.zeros(out); c11 = simd.zeros(out); c12 = simd.zeros(out); c13 = simd.zeros(out)
-    c20 = simd.zeros(out); c21 = simd.zeros(out); c22 = simd.zeros(out); c23 = simd.zeros(out)
-    c30 = simd.zeros(out); c31 = simd.zeros(out); c32 = simd.zeros(out); c33 = simd.zeros(out)
-    o = base
-    for k in range(K):
+def _block_4(a, bp, out, m, n, base, k0, k1, N, L, more):
+    """out[m:m+4, n:n+4L] (+)= the sum over k0 <= k < k1 from the panel at bp[base:]."""
+    o = m * N + n
+    c00 = _start(out, o, more); c01 = _start(out, o + L, more)
+    c02 = _start(out, o + 2 * L, more); c03 = _start(out, o + 3 * L, more)
+    o += N
+    c10 = _start(out, o, more); c11 = _start(out, o + L, more)
+    c12 = _start(out, o + 2 * L, more); c13 = _start(out, o + 3 * L, more)
+    o += N
+    c20 = _start(out, o, more); c21 = _start(out, o + L, more)
+    c22 = _start(out, o + 2 * L, more); c23 = _start(out, o + 3 * L, more)
+    o += N
+    c30 = _start(out, o, more); c31 = _start(out, o + L, more)
+    c32 = _start(out, o + 2 * L, more); c33 = _start(out, o + 3 * L, more)
+    o = base + k0 * 4 * L
+    for k in range(k0, k1):
         b0 = simd.load(bp, o)
         b1 = simd.load(bp, o + L)
         b2 = simd.load(bp, o + 2 * L)
@@ -261,12 +299,17 @@ def _block_4(a, bp, out, m, n, base, K, N, L):
 
 
 @njit(**JIT)
-def _block_2(a, bp, out, m, n, base, K, N, L):
-    """out[m:m+2, n:n+4L]: 8 accumulators, enough independent chains to keep the FMA units busy."""
-    c00 = simd.zeros(out); c01 = simd.zeros(out); c02 = simd.zeros(out); c03 = simd.zeros(out)
-    c10 = simd.zeros(out); c11 = simd.zeros(out); c12 = simd.zeros(out); c13 = simd.zeros(out)
-    o = base
-    for k in range(K):
+def _block_2(a, bp, out, m, n, base, k0, k1, N, L, more):
+    """out[m:m+2, n:n+4L] (+)= ...: 8 accumulators, enough independent chains to keep the FMA
+    units busy."""
+    o = m * N + n
+    c00 = _start(out, o, more); c01 = _start(out, o + L, more)
+    c02 = _start(out, o + 2 * L, more); c03 = _start(out, o + 3 * L, more)
+    o += N
+    c10 = _start(out, o, more); c11 = _start(out, o + L, more)
+    c12 = _start(out, o + 2 * L, more); c13 = _start(out, o + 3 * L, more)
+    o = base + k0 * 4 * L
+    for k in range(k0, k1):
         b0 = simd.load(bp, o)
         b1 = simd.load(bp, o + L)
         b2 = simd.load(bp, o + 2 * L)
@@ -287,13 +330,16 @@ def _block_2(a, bp, out, m, n, base, K, N, L):
 
 
 @njit(**JIT)
-def _block_1(a, bp, out, m, n, base, K, N, L):
-    """out[m, n:n+4L]: even and odd k in separate accumulators (8 chains, as _block_2)."""
-    e0 = simd.zeros(out); e1 = simd.zeros(out); e2 = simd.zeros(out); e3 = simd.zeros(out)
+def _block_1(a, bp, out, m, n, base, k0, k1, N, L, more):
+    """out[m, n:n+4L] (+)= ...: even and odd k in separate accumulators (8 chains, as
+    _block_2)."""
+    o = m * N + n
+    e0 = _start(out, o, more); e1 = _start(out, o + L, more)
+    e2 = _start(out, o + 2 * L, more); e3 = _start(out, o + 3 * L, more)
     d0 = simd.zeros(out); d1 = simd.zeros(out); d2 = simd.zeros(out); d3 = simd.zeros(out)
-    o = base
-    k = 0
-    while k + 2 <= K:
+    o = base + k0 * 4 * L
+    k = k0
+    while k + 2 <= k1:
         s = a[m, k]
         e0 = simd.fma(s, simd.load(bp, o), e0)
         e1 = simd.fma(s, simd.load(bp, o + L), e1)
@@ -306,7 +352,7 @@ def _block_1(a, bp, out, m, n, base, K, N, L):
         d3 = simd.fma(s, simd.load(bp, o + 7 * L), d3)
         o += 8 * L
         k += 2
-    if k < K:
+    if k < k1:
         s = a[m, k]
         e0 = simd.fma(s, simd.load(bp, o), e0)
         e1 = simd.fma(s, simd.load(bp, o + L), e1)
