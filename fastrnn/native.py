@@ -22,7 +22,9 @@ fastrnn.LSTM does not slow an LSTM down there:
   one row of H = 256, up to 4 rows of H = 64 and of H = 512 (up to 2.8x faster there), and in
   training up to 4 rows of H = 256 and 16-64 rows of H = 256-512 (_LSTM_SHORT_TORCH).
 A hidden size takes the table row of the smallest measured size at least as large; beyond 512
-(and, below 32 steps, beyond 64 rows) the longer-sequence rule applies.
+(and, below 32 steps, beyond 64 rows) the longer-sequence rule applies. Those bands are the
+AMD EPYC ones; Intel CPUs have their own, measured on a Xeon (_INFERENCE_TORCH_ROWS_BY_FAMILY,
+kernels/cpu.py).
 
 Everything else keeps fastrnn's kernels: GRU and RNN (torch runs them unfused: fastrnn is
 1.2-10x faster), projections and packed input (torch leaves oneDNN for those), other dtypes, an
@@ -49,13 +51,37 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from . import backends
+from .kernels import cpu
 from .kernels.gemm import onednn_enabled
 from .ops import tracks_grad
 
 # From 32 steps: hidden size bucket -> (fewest, most) rows where torch's fused LSTM was faster
-# (module docstring), for inference and for training.
-_INFERENCE_TORCH_ROWS = {128: (1, 4), 256: (4, 8), 512: (8, 32)}
-_TRAINING_TORCH_ROWS = {64: (16, 64), 128: (1, 32), 256: (4, 16)}
+# (module docstring), for inference and for training, per CPU family (kernels/cpu.py). The AMD
+# tables are the Zen 4 measurements above. On Intel Xeons torch's LSTM ran nearer the GEMM rate
+# while fastrnn's loops lost more once the weights outgrew L2 (a second Xeon, 48 KiB L1d, 2 MiB
+# L2, T = 100, numba's best strategy against torch; benchmarks/native_lstm_crossover.py,
+# recorded in benchmarks/results/cpu-lstm-rules-2026-11-26-xeon.md): inference torch 1.08-1.29x
+# faster from 8 rows of H = 256, 1.12-1.23x from 32 rows of H = 512 (even at 16) and 1.1-1.2x
+# from 32 rows of H = 1024, fastrnn faster (1.02-2.4x) or
+# even (0.96-1.01 in repeated medians at 32-64 rows of H = 128) at fewer rows and at every batch
+# of H = 64-128 (where the AMD table hands 1-4 rows of H = 128 to torch, the Xeon measured
+# fastrnn 1.18-1.51x faster); training within ~15% either way at most
+# sizes (the runs disagreed by that much), torch faster at 16-64 rows of H = 64, 4-32 of
+# H = 128, 4-16 of H = 256 and 8-32 of H = 512 (up to 1.08x in repeated medians), fastrnn at 1-2
+# rows of H = 128 (1.10-1.15x) and at 64 rows of H = 128-256.
+_INFERENCE_TORCH_ROWS_BY_FAMILY = {
+    cpu.AMD: {128: (1, 4), 256: (4, 8), 512: (8, 32)},
+    cpu.INTEL: {256: (8, 64), 512: (16, 64), 1024: (32, 64)},
+}
+_TRAINING_TORCH_ROWS_BY_FAMILY = {
+    cpu.AMD: {64: (16, 64), 128: (1, 32), 256: (4, 16)},
+    cpu.INTEL: {64: (16, 64), 128: (4, 32), 256: (4, 16), 512: (8, 32)},
+}
+_INFERENCE_TORCH_ROWS = _INFERENCE_TORCH_ROWS_BY_FAMILY[cpu.family()]
+_TRAINING_TORCH_ROWS = _TRAINING_TORCH_ROWS_BY_FAMILY[cpu.family()]
+# The hidden sizes of those tables' buckets (a size takes the row of the smallest bucket at
+# least as large; beyond the last, nothing was measured and fastrnn keeps the call).
+_TORCH_ROWS_HIDDEN = (64, 128, 256, 512, 1024)
 # Below that many steps: whether torch's LSTM was faster, per batch bucket (up to 1, 4, 16, 64
 # rows) and hidden-size bucket (up to 64, 128, 256, 512), for inference and for training.
 _LSTM_SHORT_STEPS = 32
@@ -69,9 +95,9 @@ _LSTM_SHORT_TORCH = {
 
 def _torch_rows(table, B, H):
     """Whether B rows of hidden size H fall in the table's band for H's bucket (the hidden
-    sizes of _FEW_STEPS_HIDDEN)."""
-    h = _bucket(H, _FEW_STEPS_HIDDEN)
-    band = None if h is None else table.get(_FEW_STEPS_HIDDEN[h])
+    sizes of _TORCH_ROWS_HIDDEN)."""
+    h = _bucket(H, _TORCH_ROWS_HIDDEN)
+    band = None if h is None else table.get(_TORCH_ROWS_HIDDEN[h])
     return band is not None and band[0] <= B <= band[1]
 
 

@@ -4,7 +4,26 @@ through Triton's interpreter, which is how CI exercises them."""
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(params=["amd", "intel"])
+def cpu_family(request, monkeypatch):
+    """Every size rule that differs between CPU families (kernels/cpu.py) set as on a machine of
+    the parametrised family, whichever this one is."""
+    from fastrnn import native
+    from fastrnn.kernels import cpu
+    from fastrnn.kernels.numba import launch
+    family = {"amd": cpu.AMD, "intel": cpu.INTEL}[request.param]
+    monkeypatch.setattr(launch, "COLUMNS_TIERS", launch.columns_tiers(family))
+    monkeypatch.setattr(launch, "FUSE_MAX_WEIGHT_BYTES",
+                        launch.FUSE_MAX_WEIGHT_BYTES_BY_FAMILY[family])
+    monkeypatch.setattr(native, "_INFERENCE_TORCH_ROWS",
+                        native._INFERENCE_TORCH_ROWS_BY_FAMILY[family])
+    monkeypatch.setattr(native, "_TRAINING_TORCH_ROWS",
+                        native._TRAINING_TORCH_ROWS_BY_FAMILY[family])
+    return family

@@ -59,12 +59,20 @@ def test_auto_runs_torch_lstm_where_it_is_faster(handoffs, kwargs):
 
 
 @needs_onednn
-def test_size_rule_matches_the_measured_crossover():
-    assert native._faster(1, 128) and native._faster(4, 128) and not native._faster(8, 128)
-    assert native._faster(4, 256) and native._faster(8, 256) and not native._faster(2, 256)
-    assert native._faster(32, 512) and not native._faster(64, 512)
+def test_size_rule_matches_the_measured_crossover(cpu_family):
+    if cpu_family == "amd":     # benchmarks/results/cpu-native-lstm-2026-11-26.md
+        assert native._faster(1, 128) and native._faster(4, 128) and not native._faster(8, 128)
+        assert native._faster(4, 256) and native._faster(8, 256) and not native._faster(2, 256)
+        assert native._faster(32, 512) and not native._faster(64, 512)
+        assert not native._faster(32, 1024)
+    else:                       # benchmarks/results/cpu-lstm-rules-2026-11-26-xeon.md
+        assert not native._faster(1, 128) and not native._faster(64, 128)
+        assert native._faster(8, 256) and native._faster(64, 256) and not native._faster(4, 256)
+        assert native._faster(16, 512) and not native._faster(8, 512)
+        assert native._faster(32, 1024) and native._faster(64, 700)
+        assert not native._faster(16, 1024)
     assert not native._faster(16, 64) and not native._faster(1, 64)
-    assert not native._faster(8, 1024)
+    assert not native._faster(8, 1024) and not native._faster(64, 1025)
 
 
 def _no_handoff(handoffs, ref, ours, x, grad=False, **call):
@@ -129,12 +137,13 @@ def test_short_lstm_rule_matches_the_measured_crossover():
 
 
 @needs_onednn
-def test_training_size_rule_matches_the_measured_crossover():
+def test_training_size_rule_matches_the_measured_crossover(cpu_family):
     assert native._faster_training(16, 64) and not native._faster_training(8, 64)
-    assert native._faster_training(1, 128) and native._faster_training(32, 128)
-    assert not native._faster_training(64, 128)
+    assert native._faster_training(32, 128) and not native._faster_training(64, 128)
+    assert native._faster_training(1, 128) == (cpu_family == "amd")
+    assert native._faster_training(16, 512) == (cpu_family == "intel")
+    assert not native._faster_training(64, 512) and not native._faster_training(8, 1024)
     assert native._faster_training(4, 200) and not native._faster_training(2, 256)
-    assert not native._faster_training(16, 512)
 
 
 @needs_onednn
@@ -173,7 +182,7 @@ def test_onednn_disabled_keeps_fastrnn(handoffs):
 
 
 @needs_onednn
-def test_benchmark_names_the_handoff(monkeypatch):
+def test_benchmark_names_the_handoff(monkeypatch, cpu_family):
     from types import SimpleNamespace
 
     from fastrnn.bench import providers
@@ -182,7 +191,8 @@ def test_benchmark_names_the_handoff(monkeypatch):
     line = providers.get("fastrnn-auto").strategy("lstm", size, torch.float32, "cpu")
     assert line.startswith("inference and training: torch's fused oneDNN LSTM")
     assert "otherwise: one compiled" in line
-    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=100, B=32, I=512, H=512),
+    B = 32 if cpu_family == "amd" else 64      # torch's in inference only
+    line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=100, B=B, I=512, H=512),
                                                   torch.float32, "cpu")
     assert line.startswith("inference: torch's fused oneDNN LSTM")
     line = providers.get("fastrnn-auto").strategy("lstm", SimpleNamespace(T=100, B=64, I=128, H=128),
@@ -400,3 +410,18 @@ def test_explain_names_cudnn_on_cuda_only(monkeypatch):
     assert native.explain("gru", 100, 8, 256, torch.float32, "cpu") is None
     monkeypatch.setenv(backends.ENV_VAR, "triton")
     assert native.explain("gru", 100, 8, 256, torch.float32, "cuda") is None
+
+
+@pytest.mark.parametrize("vendor,family", [("AuthenticAMD", "amd"), ("HygonGenuine", "amd"),
+                                           ("GenuineIntel", "intel"), ("", "intel"),
+                                           ("CentaurHauls", "intel")])
+def test_cpu_family_from_the_vendor(monkeypatch, vendor, family):
+    # The tables the size rules take (kernels/cpu.py): AMD's for AMD and Hygon, the Intel ones
+    # for every other vendor and when /proc/cpuinfo says nothing.
+    from fastrnn.kernels import cpu
+    monkeypatch.setattr(cpu, "_vendor_id", lambda: vendor)
+    cpu.family.cache_clear()
+    try:
+        assert cpu.family() == family
+    finally:
+        cpu.family.cache_clear()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from numba.core.errors import NumbaError
 
+from .. import cpu
 from ..gemm import RepeatedLinear, linear, packs, weight_grads
 from . import pool, team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
@@ -45,8 +46,12 @@ _HALF = (torch.float16, torch.bfloat16)
 # each thread streams the whole weight from L3 every step, with the units split each reads half
 # of it. At 8-16 rows with 3-4 MiB the row split was as fast or faster (GRU H=448-512 1.05-1.24x,
 # LSTM and RNN ties), so there the hidden units are split only beyond 4 MiB, where the loop is
-# not an option and "columns" beat the per-step GEMM. The rule: up to COLUMNS_TIERS[k][0] rows
-# from COLUMNS_TIERS[k][1] bytes of W_hh.
+# not an option and "columns" beat the per-step GEMM. That last tier is the AMD one; Intel CPUs
+# keep the 3 MiB the Xeon measured (kernels/cpu.py), confirmed on a second Xeon (48 KiB L1d,
+# 2 MiB L2; LSTM inference T = 100, H = 512, against torch: "columns" 1.10x / 0.99x at 8 / 16
+# rows where the loop ran 0.82x / 0.85x; training 0.98x against 0.80x / 0.83x; scratch sweep
+# recorded in benchmarks/results/cpu-lstm-rules-2026-11-26-xeon.md). The rule: up to
+# COLUMNS_TIERS[k][0] rows from COLUMNS_TIERS[k][1] bytes of W_hh.
 # A single step (the cells, T = 1) always takes "step": the compiled loops pack the weight first
 # (7 us for LSTM H=64, 28 us for H=128, ~0.5 ms for H=512), which only pays over many steps, and
 # the step product is then a one-off GEMM (no oneDNN packing either, see _step_product).
@@ -56,8 +61,16 @@ STRATEGY = "auto"
 LOOP_ANY_BATCH_WEIGHT_BYTES = 3 << 20
 LOOP_MAX_WEIGHT_BYTES = 4 << 20
 LOOP_MIN_ROWS_LARGE_WEIGHT = 8
-COLUMNS_TIERS = ((2, 512 << 10), (LOOP_MIN_ROWS_LARGE_WEIGHT - 1, 1 << 20),
-                 (16, LOOP_MAX_WEIGHT_BYTES + 1))
+_COLUMNS_FROM_16_ROWS = {cpu.AMD: LOOP_MAX_WEIGHT_BYTES + 1, cpu.INTEL: 3 << 20}
+
+
+def columns_tiers(family):
+    """COLUMNS_TIERS for a CPU family (kernels/cpu.py)."""
+    return ((2, 512 << 10), (LOOP_MIN_ROWS_LARGE_WEIGHT - 1, 1 << 20),
+            (16, _COLUMNS_FROM_16_ROWS[family]))
+
+
+COLUMNS_TIERS = columns_tiers(cpu.family())
 
 # When the batch is split across torch's OpenMP threads (kernels/numba/team.py): a whole-sequence
 # recurrence from 2^23 multiply-adds over all steps, a per-step pointwise update from 2^12 cells
@@ -108,10 +121,16 @@ PROJECTS_INPUT = True   # the forwards take an ops.InputProjection as xg (fastrn
 # row of H=64: a GEMM over all 100 steps is cheaper). With fewer steps the larger weight's
 # packing per call outweighs the saving (LSTM, 4 steps: 1.10-1.30x slower at 16 rows of
 # H=128-256; 8 steps: 0.96-1.04x; from 16 mostly faster).
+# Those 8 MiB are the AMD limit. On an Intel Xeon (2 MiB L2, a slower L3; kernels/cpu.py) the
+# fused weight lost from 2 MiB (LSTM inference T = 100, H = 256, 8-32 rows: 0.65-0.80x torch
+# fused, 0.84-0.96x not; H = 512, 8-16 rows: 0.56-0.64x against 0.82-0.85x) and won at 512 KiB
+# (H = 128: 1.11-1.49x against 0.96-1.38x), so Intel CPUs fuse up to 1 MiB (records in
+# benchmarks/results/cpu-lstm-rules-2026-11-26-xeon.md).
 FUSE_PROJECTION = True
 FUSE_MIN_ROWS = 4
 FUSE_MIN_STEPS = 16
-FUSE_MAX_WEIGHT_BYTES = 8 << 20
+FUSE_MAX_WEIGHT_BYTES_BY_FAMILY = {cpu.AMD: 8 << 20, cpu.INTEL: 1 << 20}
+FUSE_MAX_WEIGHT_BYTES = FUSE_MAX_WEIGHT_BYTES_BY_FAMILY[cpu.family()]
 
 
 def empty(shape, dtype):

@@ -1,0 +1,32 @@
+"""Which CPU family's measurements the size rules follow.
+
+The numba strategy thresholds (kernels/numba/launch.py) and auto's LSTM hand-offs to torch
+(fastrnn/native.py) were measured on 2-core AMD EPYC (Zen 4, Zen 5) and Intel Xeon machines, and
+the two families disagree where a layer's weights outgrow L2: the EPYCs stream them from a fast
+L3 each step, where the Xeons' L3 is slower (taking the input projection inside the loop, which
+doubles the weight read per step, lost 20-35% on a Xeon at 2 MiB and won on the EPYCs up to
+8 MiB), and torch's oneDNN LSTM ran nearer the GEMM rate on the Xeons. So the rules keep one
+table per family. CPUs of other vendors (not measured) take the Intel tables.
+"""
+
+import functools
+
+AMD = "amd"
+INTEL = "intel"
+
+
+@functools.cache
+def family():
+    """AMD or INTEL: whose measured tables this machine takes."""
+    return AMD if _vendor_id() in ("AuthenticAMD", "HygonGenuine") else INTEL
+
+
+def _vendor_id():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
