@@ -22,10 +22,16 @@ def family():
 
 
 def _vendor_id():
+    return cpuinfo("vendor_id")
+
+
+def cpuinfo(field):
+    """The first value of a /proc/cpuinfo field ("model name", "vendor_id"), "" where there is
+    none (or no /proc/cpuinfo)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass

@@ -16,6 +16,8 @@ from importlib import metadata
 
 import torch
 
+from ..kernels.cpu import cpuinfo
+
 
 def _version(package):
     try:
@@ -25,14 +27,7 @@ def _version(package):
 
 
 def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def load_average():
