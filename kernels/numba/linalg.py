@@ -164,10 +164,11 @@ def slice_offset(K, groups, j0, j1, g):
 # not the multiply-adds, bound the loop. Each chunk after the first adds to the partial sums in
 # out (one load and store per 4 rows x 4 vectors). Measured on a 2-core Intel Xeon (48 KiB L1d,
 # 2 MiB L2; `python benchmarks/product_rate.py --chunks 0,64,96,128`, one thread, interleaved;
-# benchmarks/results/cpu-product-chunks-2026-11-26-xeon.md): 1.10-1.20x at K = 256-1024 with
-# 32-64 rows (64x256x256 124 -> 146 GFLOP/s, 64x1024x2048 110 -> 126), 96 and 128 rows within
+# benchmarks/results/cpu-product-chunks-2026-11-26-xeon.md): 1.07-1.20x at K = 256-2048 with
+# 8-64 rows (64x256x256 124 -> 146 GFLOP/s, 64x1024x2048 110 -> 126), 96 and 128 rows within
 # 3% of each other, 64 slower; a 96-row chunk cost 5% at K = 128 (one panel of 32 KiB fits L1
-# whole). Not measured on a 32 KiB L1 (Zen 4).
+# whole). Ties in that machine's slow periods (every size ~30% slower, memory-bound); whole LSTM
+# layers moved by less than its noise. Not measured on a 32 KiB L1 (Zen 4).
 K_BLOCK_BYTES = 32 << 10
 
 
@@ -181,7 +182,7 @@ def matmul_packed(a, bp, out, n0, N):
 
 @njit(**JIT)
 def matmul_packed_blocked(a, bp, out, n0, N, kc):
-    """matmul_packed with the k loop in chunks of kc (see K_BLOCK).
+    """matmul_packed with the k loop in chunks of kc (see K_BLOCK_BYTES).
 
     Register-blocked on explicit vectors (kernels/numba/simd.py): a block of 4 rows x 1 panel of
     out is summed over a chunk of k in 16 registers, each k loading the panel's 4 vectors and
