@@ -15,9 +15,7 @@ import numpy as np
 from numba import njit
 
 from fastrnn.kernels.numba.config import JIT
-from fastrnn.kernels.numba.linalg import matmul_packed_blocked, pack_weight
-from fastrnn.kernels.numba.linalg import K_BLOCK_BYTES
-from fastrnn.kernels.numba import simd
+from fastrnn.kernels.numba.linalg import K_BLOCK_ROWS, matmul_packed_blocked, pack_weight
 
 SHAPES = [(1, 64, 256), (4, 64, 256), (8, 128, 512), (16, 128, 512), (32, 256, 1024),
           (32, 512, 2048), (16, 512, 128), (3, 100, 300), (4, 1024, 4096)]
@@ -57,7 +55,6 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", help="comma-separated chunk sizes to compare (0: whole K)")
     args = parser.parse_args()
-    default = max(1, K_BLOCK_BYTES // (4 * simd.VECTOR_BYTES))
     if args.chunks:
         chunks = [int(c) for c in args.chunks.split(",")]
         print("shape  " + "  ".join(f"{c or 'K':>5}" for c in chunks) + "   (GFLOP/s, float32)")
@@ -67,7 +64,7 @@ def main():
         return
     for dtype in (np.float32, np.float64):
         for M, K, N in SHAPES:
-            rate = rates(M, K, N, dtype, [default])[default]
+            rate = rates(M, K, N, dtype, [K_BLOCK_ROWS])[K_BLOCK_ROWS]
             print(f"{np.dtype(dtype).name:8s} {M:3d}x{K:4d}x{N:4d}  {rate:6.1f} GFLOP/s", flush=True)
 
 

@@ -60,15 +60,16 @@ from .ops import tracks_grad
 # tables are the Zen 4 measurements above. On Intel Xeons torch's LSTM ran nearer the GEMM rate
 # while fastrnn's loops lost more once the weights outgrew L2 (a second Xeon, 48 KiB L1d, 2 MiB
 # L2, T = 100, numba's best strategy against torch; benchmarks/native_lstm_crossover.py,
-# recorded in benchmarks/results/cpu-lstm-rules-2026-11-26-xeon.md): inference torch 1.08-1.29x
-# faster from 8 rows of H = 256, 1.12-1.23x from 32 rows of H = 512 (even at 16) and 1.1-1.2x
-# from 32 rows of H = 1024, fastrnn faster (1.02-2.4x) or
-# even (0.96-1.01 in repeated medians at 32-64 rows of H = 128) at fewer rows and at every batch
-# of H = 64-128 (where the AMD table hands 1-4 rows of H = 128 to torch, the Xeon measured
-# fastrnn 1.18-1.51x faster); training within ~15% either way at most
-# sizes (the runs disagreed by that much), torch faster at 16-64 rows of H = 64, 4-32 of
-# H = 128, 4-16 of H = 256 and 8-32 of H = 512 (up to 1.08x in repeated medians), fastrnn at 1-2
-# rows of H = 128 (1.10-1.15x) and at 64 rows of H = 128-256.
+# recorded in benchmarks/results/cpu-lstm-rules-2026-11-26-xeon.md):
+# - inference: torch 1.08-1.29x faster from 8 rows of H = 256, 1.12-1.23x from 32 rows of
+#   H = 512 (even at 16) and 1.1-1.2x from 32 rows of H = 1024; fastrnn faster (1.02-2.4x) or
+#   even (0.96-1.01 in repeated medians at 32-64 rows of H = 128) at fewer rows and at every
+#   batch of H = 64-128 (where the AMD table hands 1-4 rows of H = 128 to torch, the Xeon
+#   measured fastrnn 1.18-1.51x faster);
+# - training: within ~15% either way at most sizes (the runs disagreed by that much); torch
+#   faster at 16-64 rows of H = 64, 4-32 of H = 128, 4-16 of H = 256 and 8-32 of H = 512 (up to
+#   1.08x in repeated medians), fastrnn at 1-2 rows of H = 128 (1.10-1.15x) and at 64 rows of
+#   H = 128-256.
 _INFERENCE_TORCH_ROWS_BY_FAMILY = {
     cpu.AMD: {128: (1, 4), 256: (4, 8), 512: (8, 32)},
     cpu.INTEL: {256: (8, 64), 512: (16, 64), 1024: (32, 64)},

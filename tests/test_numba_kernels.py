@@ -431,12 +431,11 @@ def test_packed_product_k_chunks(dtype):
     # odd remainder (the 1-row block's pairs of k), into columns n0.. of a wider NaN-filled out
     # (the first chunk must not read out, the later ones must add to it, columns outside
     # n0..n0+N stay untouched), and K past the default chunk through matmul_packed itself.
-    from fastrnn.kernels.numba import simd
-    from fastrnn.kernels.numba.linalg import (K_BLOCK_BYTES, matmul_packed,
+    from fastrnn.kernels.numba.linalg import (K_BLOCK_ROWS, matmul_packed,
                                               matmul_packed_blocked, pack_weight, panel_width)
     rng = np.random.default_rng(1)
     W = panel_width(dtype)
-    default = K_BLOCK_BYTES // (4 * simd.VECTOR_BYTES)
+    default = K_BLOCK_ROWS
     cases = [(M, K, kc) for M in (1, 3, 6, 7) for K, kc in ((12, 4), (13, 4), (13, 2), (9, 1))]
     cases += [(5, 2 * default + 3, None), (4, default, None)]
     for M, K, kc in cases:

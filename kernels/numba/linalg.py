@@ -170,14 +170,14 @@ def slice_offset(K, groups, j0, j1, g):
 # whole). Ties in that machine's slow periods (every size ~30% slower, memory-bound); whole LSTM
 # layers moved by less than its noise. Not measured on a 32 KiB L1 (Zen 4).
 K_BLOCK_BYTES = 32 << 10
+K_BLOCK_ROWS = max(1, K_BLOCK_BYTES // (4 * simd.VECTOR_BYTES))   # rows of a 4-vector panel
 
 
 @njit(**JIT)
 def matmul_packed(a, bp, out, n0, N):
     """out[:, n0:n0+N] = a @ b for C-contiguous a (M, K) and out (M, >= n0 + N), b (K, N) packed
-    by pack_weight (matmul_packed_blocked with chunks of K_BLOCK_BYTES)."""
-    kc = max(1, K_BLOCK_BYTES // (4 * simd.VECTOR_BYTES))
-    matmul_packed_blocked(a, bp, out, n0, N, kc)
+    by pack_weight (matmul_packed_blocked with chunks of K_BLOCK_ROWS)."""
+    matmul_packed_blocked(a, bp, out, n0, N, K_BLOCK_ROWS)
 
 
 @njit(**JIT)
