@@ -7,6 +7,8 @@ and without variable lengths. Every buffer the launcher allocates is NaN-poisone
 internal buffers and scratch), so an element the kernel forgets to write fails the comparison.
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -401,6 +403,50 @@ def test_bad_nonlinearity():
     case = make_case("rnn_tanh", 2, 1, 3, None)
     with pytest.raises(ValueError, match="nonlinearity"):
         nb.rnn_forward(case["xg"], case["w_hh"], case["h0"], None, False, "sigmoid", False)
+
+
+def _row_arguments(name, H, dtype):
+    """Arguments of each pointwise row function for H units (one float scratch per array)."""
+    from fastrnn.kernels.numba import gru, lstm, rnn
+    v = {k: np.zeros(k * H, dtype) for k in (1, 3, 4)}
+    one, three, four = (lambda k=k: v[k].copy() for k in (1, 3, 4))
+    return {
+        "lstm_forward": (lstm._lstm_forward_row, (H, H, four(), four(), four(), one(), one(),
+                                                  one())),
+        "lstm_forward_inference": (lstm._lstm_forward_row_inference,
+                                   (H, H, four(), four(), one(), one())),
+        "lstm_backward": (lstm._lstm_backward_row, (H, H, one(), one(), four(), one(), one(),
+                                                    one(), four())),
+        "lstm_backward_proj": (lstm._lstm_backward_row_proj, (H, one(), four(), one(), one(),
+                                                              one(), four())),
+        "gru_forward": (gru._gru_forward_row, (H, H, three(), three(), one(), one(), three(),
+                                               one(), one())),
+        "gru_backward": (gru._gru_backward_row, (H, H, one(), one(), three(), one(), one(),
+                                                 three(), three())),
+        "rnn_forward": (rnn._rnn_forward_row, (H, False, one(), one(), one(), one())),
+        "rnn_backward": (rnn._rnn_backward_row, (H, True, one(), one(), one(), one())),
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["lstm_forward", "lstm_forward_inference", "lstm_backward",
+                                  "lstm_backward_proj", "gru_forward", "gru_backward",
+                                  "rnn_forward", "rnn_backward"])
+def test_pointwise_rows_compile_to_full_width_vectors(name):
+    # Each row function compiled on its own, as Numba compiles it before any caller inlines it,
+    # multiplies whole host-width vectors (kernels/numba/simd.py). Left to LLVM's vectoriser the
+    # LSTM backward row compiled to scalar code here, and rows it did vectorise used 256-bit
+    # vectors on AVX-512 Intel CPUs.
+    from numba import njit
+
+    from fastrnn.kernels.numba import simd
+    from fastrnn.kernels.numba.config import JIT
+    for dtype, element in ((np.float32, "float"), (np.float64, "double")):
+        row, args = _row_arguments(name, 40, dtype)
+        fresh = njit(**dict(JIT, cache=False))(row.py_func)    # inspectable, unlike a cached one
+        fresh(*args)
+        llvm_ir = fresh.inspect_llvm(fresh.signatures[0])
+        lanes = simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+        assert re.search(rf"= fmul [a-z ]*<{lanes} x {element}>", llvm_ir), (name, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

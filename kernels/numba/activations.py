@@ -1,8 +1,9 @@
 """Fast, vectorisable sigmoid and tanh for float32 and float64.
 
 There is no SVML here, so math.exp/math.tanh compile to scalar libm calls (~10 ns each) and block
-loop vectorisation. These versions are branch-free (selects only) so LLVM vectorises the loops
-that call them:
+loop vectorisation. These versions are branch-free (selects only), and each takes a float or a
+vector of them (kernels/numba/simd.py: the pointwise loops run on explicit vectors), one source
+for both:
 
 exp(x) = 2**n * p(r), n = round(x / ln2), r = x - n ln2 (two-part ln2), p a polynomial:
   float32: Cephes expf minimax polynomial, ~1 ulp on |r| <= ln2/2;
@@ -23,46 +24,35 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from . import simd
 from .config import ACT_FASTMATH
+from .simd import where_greater, where_less
 
 
 @intrinsic
-def _f32_from_bits(typingctx, bits):
-    # Numba widens int32 arithmetic to int64; truncate back to the 32 bits of the float.
-    if not isinstance(bits, types.Integer):
+def _pow2_from_rounded(typingctx, t):
+    """2**(n-1) for the t = x * log2(e) + 1.5 * 2**m of exp below (float32: m = 23, float64:
+    m = 52; t holds n in its low mantissa bits): the bits of t plus the exponent bias less one,
+    shifted into the exponent field. t is a float or a vector of them (kernels/numba/simd.py);
+    _ROUND's own bits leave the word in the shift."""
+    dtype = t.dtype if isinstance(t, simd.Vec) else t
+    if dtype not in (types.float32, types.float64):
         return None
+    bits, bias = (32, 126) if dtype == types.float32 else (64, 1022)
+    mantissa = 23 if bits == 32 else 52
 
     def codegen(context, builder, signature, args):
-        v = args[0]
-        if bits.bitwidth != 32:
-            v = builder.trunc(v, ir.IntType(32)) if bits.bitwidth > 32 else builder.sext(v, ir.IntType(32))
-        return builder.bitcast(v, ir.FloatType())
+        fty = context.get_value_type(signature.args[0])
+        ity = ir.IntType(bits)
+        if isinstance(fty, ir.VectorType):
+            ity = ir.VectorType(ity, fty.count)
+            const = lambda v: ir.Constant(ity, [v] * fty.count)  # noqa: E731
+        else:
+            const = lambda v: ir.Constant(ity, v)  # noqa: E731
+        n = builder.add(builder.bitcast(args[0], ity), const(bias))
+        return builder.bitcast(builder.shl(n, const(mantissa)), fty)
 
-    return types.float32(bits), codegen
-
-
-@intrinsic
-def _bits(typingctx, x):
-    """The bits of a float32 (as int32) or float64 (as int64)."""
-    if x not in (types.float32, types.float64):
-        return None
-    ity = types.int32 if x == types.float32 else types.int64
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(ity.bitwidth))
-
-    return ity(x), codegen
-
-
-@intrinsic
-def _f64_from_bits(typingctx, bits):
-    if bits != types.int64:      # 64-bit arithmetic below always types as int64
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
+    return t(t), codegen
 
 
 _F = np.float32
@@ -88,8 +78,8 @@ def _exp32_saturating(x):
     """exp(x) for x >= -86, exp(-86) below (see the module docstring)."""
     # Clamp via selects that keep NaN (it compares false): LLVM makes each one vmaxps/vminps,
     # and NaN flows through every step below (p is NaN) with no select to restore it.
-    xc = _LO_32 if x < _LO_32 else x
-    xc = _HI_32 if xc > _HI_32 else xc
+    xc = where_less(x, _LO_32, _LO_32, x)
+    xc = where_greater(xc, _HI_32, _HI_32, xc)
     # n = round(xc / ln2) by the add-and-subtract trick: t holds n in its low mantissa bits,
     # which also give 2**n below without a float-to-int conversion (that one would be undefined
     # for NaN).
@@ -105,9 +95,7 @@ def _exp32_saturating(x):
     p = p * r + _P32[5]
     p = (p * r) * r + r + _F(1.0)
     # 2**n as 2 * 2**(n-1): n = 128 occurs below the overflow threshold (88.03 < x < 88.72).
-    # t's bits are those of _ROUND_32 plus n; shifted by 23, _ROUND_32's part leaves the word.
-    scale = _f32_from_bits((_bits(t) + np.int32(126)) << np.int32(23))
-    return (p + p) * scale
+    return (p + p) * _pow2_from_rounded(t)
 
 
 @njit(cache=True, fastmath=ACT_FASTMATH, error_model="numpy")
@@ -119,8 +107,8 @@ def exp32(x):
 @njit(cache=True, fastmath=ACT_FASTMATH, error_model="numpy")
 def _exp64_saturating(x):
     """exp(x) for x >= -707, exp(-707) below."""
-    xc = _LO_64 if x < _LO_64 else x        # NaN flows through, as in _exp32_saturating
-    xc = _HI_64 if xc > _HI_64 else xc
+    xc = where_less(x, _LO_64, _LO_64, x)       # NaN flows through, as in _exp32_saturating
+    xc = where_greater(xc, _HI_64, _HI_64, xc)
     t = xc * _LOG2E_64 + _ROUND_64
     n = t - _ROUND_64
     r = xc - n * _LN2_HI_64
@@ -139,8 +127,7 @@ def _exp64_saturating(x):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    scale = _f64_from_bits((_bits(t) + np.int64(1022)) << np.int64(52))
-    return (p + p) * scale
+    return (p + p) * _pow2_from_rounded(t)
 
 
 @njit(cache=True, fastmath=ACT_FASTMATH, error_model="numpy")
@@ -173,7 +160,7 @@ def tanh64(x):
 
 
 # Dtype-generic entry points for the kernels: resolved at compile time, so a float32 kernel
-# calls the float32 versions and never widens to float64.
+# calls the float32 versions and never widens to float64. Vectors take their lanes' version.
 def sigmoid(x):
     raise NotImplementedError("only callable from jitted code")
 
@@ -185,9 +172,10 @@ def tanh(x):
 @overload(sigmoid,
           jit_options=dict(fastmath=ACT_FASTMATH, error_model="numpy"))
 def _sigmoid_impl(x):
-    if x == types.float32:
+    dtype = x.dtype if isinstance(x, simd.Vec) else x
+    if dtype == types.float32:
         return lambda x: sigmoid32(x)
-    if x == types.float64:
+    if dtype == types.float64:
         return lambda x: sigmoid64(x)
     return None
 
@@ -195,8 +183,9 @@ def _sigmoid_impl(x):
 @overload(tanh,
           jit_options=dict(fastmath=ACT_FASTMATH, error_model="numpy"))
 def _tanh_impl(x):
-    if x == types.float32:
+    dtype = x.dtype if isinstance(x, simd.Vec) else x
+    if dtype == types.float32:
         return lambda x: tanh32(x)
-    if x == types.float64:
+    if dtype == types.float64:
         return lambda x: tanh64(x)
     return None

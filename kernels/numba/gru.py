@@ -5,32 +5,43 @@ Liveness as in lstm.py: step t of sequence b is live when t < lengths[b].
 
 from numba import njit
 
+from . import simd
 from .activations import sigmoid, tanh
 from .config import JIT
 from .linalg import (add_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
-                     state_gradient_columns, unsigned)
+                     state_gradient_columns)
+from .simd import get, put
 from .team import barrier
+
+
+@njit(inline="always")
+def _gru_forward_unit(j, H, xr, gr, b_hn, hp, sg, hl, ob, like):
+    """Unit j (or the units from j, one vector) of _gru_forward_row (see lstm.py)."""
+    one = xr.dtype.type(1)
+    zi, ni = H + j, 2 * H + j
+    r = sigmoid(get(xr, j, like) + get(gr, j, like))
+    z = sigmoid(get(xr, zi, like) + get(gr, zi, like))
+    hn = get(gr, ni, like) + get(b_hn, j, like)
+    nj = tanh(get(xr, ni, like) + r * hn)
+    put(sg, j, r)
+    put(sg, zi, z)
+    put(sg, ni, nj)
+    put(hl, j, hn)
+    put(ob, j, (one - z) * nj + z * get(hp, j, like))
 
 
 @njit(**JIT)
 def _gru_forward_row(n, H, xr, gr, b_hn, hp, sg, hl, ob):
-    """n hidden units of one sequence's step (pointwise loops per row: see linalg.py) from the
-    previous state hp; h_t goes to ob (never hp itself: reading and writing one array through
-    two names fails LLVM's alias check and runs the loop unvectorised, 2x slower end to end).
+    """n hidden units of one sequence's step from the previous state hp; h_t goes to ob.
     Gate k of unit j is at k * H + j in xr, gr and sg (views starting at the first unit)."""
-    one = xr.dtype.type(1)
-    for j in range(n):
-        zi, ni = unsigned(H + j), unsigned(2 * H + j)     # see lstm._lstm_forward_row
-        r = sigmoid(xr[j] + gr[j])
-        z = sigmoid(xr[zi] + gr[zi])
-        hn = gr[ni] + b_hn[j]
-        nj = tanh(xr[ni] + r * hn)
-        hnew = (one - z) * nj + z * hp[j]
-        sg[j] = r
-        sg[zi] = z
-        sg[ni] = nj
-        hl[j] = hn
-        ob[j] = hnew
+    L = simd.lanes(xr)
+    j = 0
+    while j + L <= n:
+        _gru_forward_unit(j, H, xr, gr, b_hn, hp, sg, hl, ob, simd.zeros(xr))
+        j += L
+    while j < n:
+        _gru_forward_unit(j, H, xr, gr, b_hn, hp, sg, hl, ob, xr.dtype.type(0))
+        j += 1
 
 
 @njit(**JIT)
@@ -73,28 +84,40 @@ def _previous_h(t, reverse, hs, h0, lengths, b):
     return hs[t - 1, b] if t > 0 else h0[b]
 
 
+@njit(inline="always")
+def _gru_backward_unit(j, H, dhb, gb, sg, hl, hp, dx, dg, like):
+    """Unit j (or a vector of units) of _gru_backward_row."""
+    one = sg.dtype.type(1)
+    zi, ni = H + j, 2 * H + j
+    r = get(sg, j, like)
+    z = get(sg, zi, like)
+    nj = get(sg, ni, like)
+    dht = get(dhb, j, like) + get(gb, j, like)
+    dn = dht * (one - z) * (one - nj * nj)
+    dz = dht * (get(hp, j, like) - nj) * z * (one - z)
+    dr = dn * get(hl, j, like) * r * (one - r)
+    put(dx, j, dr)
+    put(dx, zi, dz)
+    put(dx, ni, dn)
+    put(dg, j, dr)
+    put(dg, zi, dz)
+    put(dg, ni, dn * r)
+    put(dhb, j, dht * z)
+
+
 @njit(**JIT)
 def _gru_backward_row(n, H, dhb, gb, sg, hl, hp, dx, dg):
     """Gate gradients of n hidden units of one sequence, dL/dh_t = dhb + gb; dhb becomes
     dL/dh_t * z (the caller adds the product). Views start at the first unit, as in
     _gru_forward_row."""
-    one = sg.dtype.type(1)
-    for j in range(n):
-        zi, ni = unsigned(H + j), unsigned(2 * H + j)     # see lstm._lstm_forward_row
-        r = sg[j]
-        z = sg[zi]
-        nj = sg[ni]
-        dht = dhb[j] + gb[j]
-        dn = dht * (one - z) * (one - nj * nj)
-        dz = dht * (hp[j] - nj) * z * (one - z)
-        dr = dn * hl[j] * r * (one - r)
-        dx[j] = dr
-        dx[zi] = dz
-        dx[ni] = dn
-        dg[j] = dr
-        dg[zi] = dz
-        dg[ni] = dn * r
-        dhb[j] = dht * z
+    L = simd.lanes(sg)
+    j = 0
+    while j + L <= n:
+        _gru_backward_unit(j, H, dhb, gb, sg, hl, hp, dx, dg, simd.zeros(sg))
+        j += L
+    while j < n:
+        _gru_backward_unit(j, H, dhb, gb, sg, hl, hp, dx, dg, sg.dtype.type(0))
+        j += 1
 
 
 @njit(**JIT)

@@ -12,48 +12,75 @@ Python with torch.mm and the step kernels.
 
 from numba import njit
 
+from . import simd
 from .activations import sigmoid, tanh
 from .config import JIT
 from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
-                     stage_step_inputs, state_gradient_columns, unsigned)
+                     stage_step_inputs, state_gradient_columns)
+from .simd import get, put
 from .team import barrier
 
 
-# Pointwise loops live in small per-row functions (1-D rows in, no batch index); see linalg.py.
+# Pointwise loops live in small per-row functions (1-D rows in, no batch index; see linalg.py),
+# each a vector body and a scalar tail over one per-unit function: `like` (a vector or a
+# scalar zero) says which, and simd.get/put then load and store vectors or single elements.
+
+
+@njit(inline="always")
+def _lstm_forward_unit(j, H, xr, gr, sg, cb, cr, hr, like):
+    """Unit j (or the units from j, one vector) of _lstm_forward_row."""
+    f, g, o = H + j, 2 * H + j, 3 * H + j
+    ig = sigmoid(get(xr, j, like) + get(gr, j, like))
+    fg = sigmoid(get(xr, f, like) + get(gr, f, like))
+    gg = tanh(get(xr, g, like) + get(gr, g, like))
+    og = sigmoid(get(xr, o, like) + get(gr, o, like))
+    cn = fg * get(cb, j, like) + ig * gg
+    put(sg, j, ig)
+    put(sg, f, fg)
+    put(sg, g, gg)
+    put(sg, o, og)
+    put(cr, j, cn)
+    put(cb, j, cn)
+    put(hr, j, og * tanh(cn))
 
 
 @njit(**JIT)
 def _lstm_forward_row(n, H, xr, gr, sg, cb, cr, hr):
     """Gates of n hidden units of one sequence into sg, c_t into cb and cr, o * tanh(c_t) into
     hr. Gate k of unit j is at k * H + j in xr, gr and sg (views starting at the first unit)."""
-    for j in range(n):
-        # Unsigned gate indices: a signed H + j might be negative as far as Numba knows, and
-        # its wrap-around select stops LLVM vectorising the loop (25 ns per cell instead of 3).
-        f, g, o = unsigned(H + j), unsigned(2 * H + j), unsigned(3 * H + j)
-        ig = sigmoid(xr[j] + gr[j])
-        fg = sigmoid(xr[f] + gr[f])
-        gg = tanh(xr[g] + gr[g])
-        og = sigmoid(xr[o] + gr[o])
-        cn = fg * cb[j] + ig * gg
-        sg[j] = ig
-        sg[f] = fg
-        sg[g] = gg
-        sg[o] = og
-        cr[j] = cn
-        cb[j] = cn
-        hr[j] = og * tanh(cn)
+    L = simd.lanes(xr)
+    j = 0
+    while j + L <= n:
+        _lstm_forward_unit(j, H, xr, gr, sg, cb, cr, hr, simd.zeros(xr))
+        j += L
+    while j < n:
+        _lstm_forward_unit(j, H, xr, gr, sg, cb, cr, hr, xr.dtype.type(0))
+        j += 1
+
+
+@njit(inline="always")
+def _lstm_forward_unit_inference(j, H, xr, gr, cb, hr, like):
+    """Unit j (or a vector of units) of _lstm_forward_row_inference."""
+    f, g, o = H + j, 2 * H + j, 3 * H + j
+    cn = (sigmoid(get(xr, f, like) + get(gr, f, like)) * get(cb, j, like)
+          + sigmoid(get(xr, j, like) + get(gr, j, like))
+          * tanh(get(xr, g, like) + get(gr, g, like)))
+    put(cb, j, cn)
+    put(hr, j, sigmoid(get(xr, o, like) + get(gr, o, like)) * tanh(cn))
 
 
 @njit(**JIT)
 def _lstm_forward_row_inference(n, H, xr, gr, cb, hr):
     """_lstm_forward_row when nothing is saved for backward: the gates and c_t are not stored
     (five stores fewer per cell)."""
-    for j in range(n):
-        f, g, o = unsigned(H + j), unsigned(2 * H + j), unsigned(3 * H + j)
-        cn = (sigmoid(xr[f] + gr[f]) * cb[j]
-              + sigmoid(xr[j] + gr[j]) * tanh(xr[g] + gr[g]))
-        cb[j] = cn
-        hr[j] = sigmoid(xr[o] + gr[o]) * tanh(cn)
+    L = simd.lanes(xr)
+    j = 0
+    while j + L <= n:
+        _lstm_forward_unit_inference(j, H, xr, gr, cb, hr, simd.zeros(xr))
+        j += L
+    while j < n:
+        _lstm_forward_unit_inference(j, H, xr, gr, cb, hr, xr.dtype.type(0))
+        j += 1
 
 
 @njit(**JIT)
@@ -159,37 +186,52 @@ def lstm_backward_dht(t, dh, grad_out, lengths, dht_all, lo, hi):
             fill_row(dht_all[t, b], P, zero)
 
 
-@njit(inline="always", **JIT)
-def _lstm_backward_cell(j, H, dhpj, sg, cr, cp, dcb, dg):
-    """Gate gradients of cell j given dL/dh_t = dhpj; dcb[j] becomes dL/dc_{t-1}."""
+@njit(inline="always")
+def _lstm_backward_unit(j, H, dht, sg, cr, cp, dcb, dg, like):
+    """Gate gradients of unit j (or a vector of units) given dL/dh_t = dht; dcb[j] becomes
+    dL/dc_{t-1}."""
     one = sg.dtype.type(1)
-    f, g, o = unsigned(H + j), unsigned(2 * H + j), unsigned(3 * H + j)   # see _lstm_forward_row
-    ig = sg[j]
-    fg = sg[f]
-    gg = sg[g]
-    og = sg[o]
-    tc = tanh(cr[j])
-    dct = dcb[j] + dhpj * og * (one - tc * tc)
-    dg[j] = dct * gg * ig * (one - ig)
-    dg[f] = dct * cp[j] * fg * (one - fg)
-    dg[g] = dct * ig * (one - gg * gg)
-    dg[o] = dhpj * tc * og * (one - og)
-    dcb[j] = dct * fg
+    f, g, o = H + j, 2 * H + j, 3 * H + j
+    ig = get(sg, j, like)
+    fg = get(sg, f, like)
+    gg = get(sg, g, like)
+    og = get(sg, o, like)
+    tc = tanh(get(cr, j, like))
+    dct = get(dcb, j, like) + dht * og * (one - tc * tc)
+    put(dg, j, dct * gg * ig * (one - ig))
+    put(dg, f, dct * get(cp, j, like) * fg * (one - fg))
+    put(dg, g, dct * ig * (one - gg * gg))
+    put(dg, o, dht * tc * og * (one - og))
+    put(dcb, j, dct * fg)
 
 
 @njit(**JIT)
 def _lstm_backward_row(n, H, dhr, gr, sg, cr, cp, dcb, dg):
     """Gate gradients of n hidden units of one sequence, dL/dh_t = dhr + gr; dcb becomes
     dL/dc_{t-1}. Views start at the first unit, as in _lstm_forward_row."""
-    for j in range(n):
-        _lstm_backward_cell(j, H, dhr[j] + gr[j], sg, cr, cp, dcb, dg)
+    L = simd.lanes(sg)
+    j = 0
+    while j + L <= n:
+        like = simd.zeros(sg)
+        _lstm_backward_unit(j, H, get(dhr, j, like) + get(gr, j, like), sg, cr, cp, dcb, dg, like)
+        j += L
+    while j < n:
+        _lstm_backward_unit(j, H, dhr[j] + gr[j], sg, cr, cp, dcb, dg, sg.dtype.type(0))
+        j += 1
 
 
 @njit(**JIT)
 def _lstm_backward_row_proj(H, dpb, sg, cr, cp, dcb, dg):
     """As _lstm_backward_row with dL/dh_t given whole (projected back) in dpb."""
-    for j in range(H):
-        _lstm_backward_cell(j, H, dpb[j], sg, cr, cp, dcb, dg)
+    L = simd.lanes(sg)
+    j = 0
+    while j + L <= H:
+        like = simd.zeros(sg)
+        _lstm_backward_unit(j, H, get(dpb, j, like), sg, cr, cp, dcb, dg, like)
+        j += L
+    while j < H:
+        _lstm_backward_unit(j, H, dpb[j], sg, cr, cp, dcb, dg, sg.dtype.type(0))
+        j += 1
 
 
 @njit(**JIT)

@@ -5,28 +5,36 @@ Liveness as in lstm.py: step t of sequence b is live when t < lengths[b].
 
 from numba import njit
 
+from . import simd
 from .activations import tanh
 from .config import JIT
 from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
                      stage_step_inputs, state_gradient_columns)
+from .simd import get, put, where_greater, where_less
 from .team import barrier
+
+
+@njit(inline="always")
+def _rnn_forward_unit(j, relu, xr, gr, ob, hb, like):
+    """Unit j (or the units from j, one vector) of _rnn_forward_row (see lstm.py)."""
+    zero = xr.dtype.type(0)
+    v = get(xr, j, like) + get(gr, j, like)
+    v = where_less(v, zero, zero, v) if relu else tanh(v)      # NaN stays NaN, as torch.relu
+    put(ob, j, v)
+    put(hb, j, v)
 
 
 @njit(**JIT)
 def _rnn_forward_row(n, relu, xr, gr, ob, hb):
     """n hidden units of one sequence's step: h_t into ob and hb."""
-    zero = xr.dtype.type(0)
-    if relu:
-        for j in range(n):
-            v = xr[j] + gr[j]
-            v = zero if v < zero else v      # NaN stays NaN, as torch.relu
-            ob[j] = v
-            hb[j] = v
-    else:
-        for j in range(n):
-            v = tanh(xr[j] + gr[j])
-            ob[j] = v
-            hb[j] = v
+    L = simd.lanes(xr)
+    j = 0
+    while j + L <= n:
+        _rnn_forward_unit(j, relu, xr, gr, ob, hb, simd.zeros(xr))
+        j += L
+    while j < n:
+        _rnn_forward_unit(j, relu, xr, gr, ob, hb, xr.dtype.type(0))
+        j += 1
 
 
 @njit(**JIT)
@@ -69,17 +77,27 @@ def rnn_forward_fused(x, w_tp, bias_rows, h, lengths, reverse, relu, out, xh, pr
         rnn_forward_step(0, pre, bias_rows, h, lens_t, relu, out[t:t + 1], lo, hi)
 
 
+@njit(inline="always")
+def _rnn_backward_unit(j, relu, dhb, gb, hr, dg, like):
+    """Unit j (or a vector of units) of _rnn_backward_row."""
+    one = hr.dtype.type(1)
+    zero = hr.dtype.type(0)
+    h = get(hr, j, like)
+    slope = where_greater(h, zero, one, zero) if relu else one - h * h
+    put(dg, j, (get(dhb, j, like) + get(gb, j, like)) * slope)
+
+
 @njit(**JIT)
 def _rnn_backward_row(n, relu, dhb, gb, hr, dg):
     """Gate gradients of n hidden units of one sequence from dL/dh_t = dhb + gb and h_t."""
-    one = hr.dtype.type(1)
-    zero = hr.dtype.type(0)
-    if relu:
-        for j in range(n):
-            dg[j] = (dhb[j] + gb[j]) * (one if hr[j] > zero else zero)
-    else:
-        for j in range(n):
-            dg[j] = (dhb[j] + gb[j]) * (one - hr[j] * hr[j])
+    L = simd.lanes(hr)
+    j = 0
+    while j + L <= n:
+        _rnn_backward_unit(j, relu, dhb, gb, hr, dg, simd.zeros(hr))
+        j += L
+    while j < n:
+        _rnn_backward_unit(j, relu, dhb, gb, hr, dg, hr.dtype.type(0))
+        j += 1
 
 
 @njit(**JIT)
