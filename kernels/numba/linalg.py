@@ -17,6 +17,7 @@ from numba import njit
 
 from . import simd
 from .config import JIT
+from .simd import unsigned
 
 
 def panel_width(dtype):
@@ -437,12 +438,6 @@ def add_live_rows(t, src, dst, lengths, lo, hi):
 # (no batch index): written inline in the batch loop, the loops lost vectorisation for every B > 1
 # (LLVM's runtime alias checks went wrong in the batch-loop context: ~27 ns per LSTM cell instead
 # of ~3, while B = 1 stayed fast). As separate functions each loop gets its own checks.
-
-
-@njit(inline="always")
-def unsigned(i):
-    """i (known to be >= 0) as an index Numba does not wrap around (see lstm._lstm_forward_row)."""
-    return np.uint64(i)
 
 
 @njit(**JIT)

@@ -24,8 +24,9 @@ import math
 import operator
 
 import llvmlite.binding as llvm
+import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
@@ -394,7 +395,7 @@ def put(arr, i, v):
 def _get(arr, i, like):
     if isinstance(like, Vec):
         return lambda arr, i, like: load(arr, i)
-    return lambda arr, i, like: arr[_unsigned(i)]
+    return lambda arr, i, like: arr[unsigned(i)]
 
 
 @overload(put, inline="always")
@@ -403,18 +404,14 @@ def _put(arr, i, v):
         return lambda arr, i, v: store(arr, i, v)
 
     def put_element(arr, i, v):
-        arr[_unsigned(i)] = v
+        arr[unsigned(i)] = v
 
     return put_element
 
 
-@intrinsic
-def _unsigned(typingctx, i):
-    """i (known to be >= 0) as uint64: an index Numba does not wrap around."""
-    if not isinstance(i, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return context.cast(builder, args[0], sig.args[0], types.uint64)
-
-    return types.uint64(i), codegen
+@njit(inline="always")
+def unsigned(i):
+    """i (known to be >= 0) as an index Numba does not wrap around: a signed index might be
+    negative as far as Numba knows, and the select for its wrap-around stopped LLVM vectorising
+    loops over such indices (25 ns per LSTM cell instead of 3)."""
+    return np.uint64(i)
