@@ -6,6 +6,8 @@ median of 15 runs. Run: python benchmarks/product_rate.py
 
 With --chunks 0,64,96,128 the k loop's chunk size (linalg.K_BLOCK_BYTES; 0: the whole of K in
 one chunk) is compared instead, the sizes interleaved so that a noisy machine moves them alike.
+With --prefetch the product with and without prefetching the next chunk (linalg.STREAM_FROM_BYTES)
+is compared the same way, on weights from 256 KiB to 8 MiB.
 """
 
 import argparse
@@ -15,19 +17,23 @@ import numpy as np
 from numba import njit
 
 from fastrnn.kernels.numba.config import JIT
-from fastrnn.kernels.numba.linalg import K_BLOCK_ROWS, matmul_packed_blocked, pack_weight
+from fastrnn.kernels.numba.linalg import (K_BLOCK_ROWS, STREAM_FROM_BYTES, matmul_packed_blocked,
+                                          pack_weight)
 
 SHAPES = [(1, 64, 256), (4, 64, 256), (8, 128, 512), (16, 128, 512), (32, 256, 1024),
           (32, 512, 2048), (16, 512, 128), (3, 100, 300), (4, 1024, 4096)]
 CHUNK_SHAPES = [(64, 256, 256), (32, 256, 1024), (8, 256, 1024), (32, 512, 1024),
                 (64, 512, 1024), (32, 512, 2048), (64, 1024, 2048), (4, 1024, 4096)]
+PREFETCH_SHAPES = [(64, 128, 512), (16, 128, 512), (32, 256, 1024), (16, 256, 1024),
+                   (32, 384, 1024), (64, 512, 1024), (8, 512, 2048), (16, 512, 2048),
+                   (32, 512, 2048), (64, 1024, 2048), (32, 1024, 4096), (32, 2048, 512)]
 
 
 # Not cached: a cached loop would keep a stale copy of the product after linalg.py changes.
 @njit(**dict(JIT, cache=False))
-def _repeat(a, b, out, reps, kc):
+def _repeat(a, b, out, reps, kc, prefetch):
     for _ in range(reps):
-        matmul_packed_blocked(a, b, out, 0, out.shape[1], kc)
+        matmul_packed_blocked(a, b, out, 0, out.shape[1], kc, prefetch)
 
 
 def _operands(M, K, N, dtype):
@@ -37,34 +43,48 @@ def _operands(M, K, N, dtype):
     return a, b, np.empty((M, N), dtype), max(1, int(3e7 // (M * K * N)))
 
 
-def rates(M, K, N, dtype, chunks, runs=15):
-    """GFLOP/s for each chunk size (rows of k), measured interleaved."""
+def rates(M, K, N, dtype, variants, runs=15):
+    """GFLOP/s for each variant (chunk rows of k, prefetch), measured interleaved."""
     a, b, out, reps = _operands(M, K, N, dtype)
-    times = {kc: [] for kc in chunks}
-    for kc in chunks:
-        _repeat(a, b, out, 1, kc)
+    times = {v: [] for v in variants}
+    for v in variants:
+        _repeat(a, b, out, 1, *v)
     for _ in range(runs):
-        for kc in chunks:
+        for v in variants:
             start = time.perf_counter()
-            _repeat(a, b, out, reps, kc)
-            times[kc].append((time.perf_counter() - start) / reps)
-    return {kc: 2 * M * K * N / np.median(t) / 1e9 for kc, t in times.items()}
+            _repeat(a, b, out, reps, *v)
+            times[v].append((time.perf_counter() - start) / reps)
+    return {v: 2 * M * K * N / np.median(t) / 1e9 for v, t in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", help="comma-separated chunk sizes to compare (0: whole K)")
+    parser.add_argument("--prefetch", action="store_true",
+                        help="compare the product with and without prefetching")
     args = parser.parse_args()
     if args.chunks:
         chunks = [int(c) for c in args.chunks.split(",")]
         print("shape  " + "  ".join(f"{c or 'K':>5}" for c in chunks) + "   (GFLOP/s, float32)")
         for M, K, N in CHUNK_SHAPES:
-            r = rates(M, K, N, np.float32, [c or K for c in chunks], runs=11)
-            print(f"{M}x{K}x{N}  " + "  ".join(f"{r[c or K]:5.1f}" for c in chunks), flush=True)
+            r = rates(M, K, N, np.float32, [(c or K, False) for c in chunks], runs=11)
+            print(f"{M}x{K}x{N}  " + "  ".join(f"{r[(c or K, False)]:5.1f}" for c in chunks),
+                  flush=True)
+        return
+    if args.prefetch:
+        print(f"GFLOP/s, float32; linalg prefetches from {STREAM_FROM_BYTES >> 10} KiB")
+        print("shape          weight    without  with  ratio")
+        for M, K, N in PREFETCH_SHAPES:
+            variants = [(K_BLOCK_ROWS, False), (K_BLOCK_ROWS, True)]
+            r = rates(M, K, N, np.float32, variants, runs=21)
+            without, with_ = r[variants[0]], r[variants[1]]
+            print(f"{M:3d}x{K:4d}x{N:4d}  {K * N * 4 >> 10:5d} KiB  {without:6.1f}  {with_:6.1f}  "
+                  f"{with_ / without:5.2f}", flush=True)
         return
     for dtype in (np.float32, np.float64):
         for M, K, N in SHAPES:
-            rate = rates(M, K, N, dtype, [K_BLOCK_ROWS])[K_BLOCK_ROWS]
+            variant = (K_BLOCK_ROWS, K * N * np.dtype(dtype).itemsize >= STREAM_FROM_BYTES)
+            rate = rates(M, K, N, dtype, [variant])[variant]
             print(f"{np.dtype(dtype).name:8s} {M:3d}x{K:4d}x{N:4d}  {rate:6.1f} GFLOP/s", flush=True)
 
 

@@ -10,6 +10,7 @@ table per family. CPUs of other vendors (not measured) take the Intel tables.
 """
 
 import functools
+import os
 
 AMD = "amd"
 INTEL = "intel"
@@ -36,3 +37,31 @@ def cpuinfo(field):
     except OSError:
         pass
     return ""
+
+
+# Where the OS describes no L2 (or cannot be read): the smaller of the L2s measured here (Zen 4).
+_DEFAULT_L2_BYTES = 1 << 20
+
+
+@functools.cache
+def l2_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
+    """The size of one core's L2 cache in bytes, from sysfs (Linux: root's index*/level and
+    size), else _DEFAULT_L2_BYTES."""
+    try:
+        for index in sorted(os.listdir(root)):
+            with open(f"{root}/{index}/level") as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(f"{root}/{index}/size") as f:
+                return _parse_size(f.read().strip())
+    except (OSError, ValueError):
+        pass
+    return _DEFAULT_L2_BYTES
+
+
+def _parse_size(text):
+    """sysfs's cache size ("2048K", "1M") in bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text[-1:].upper() in units:
+        return int(text[:-1]) * units[text[-1].upper()]
+    return int(text)

@@ -353,7 +353,7 @@ def test_projection_inside_the_loop_half_types(cell, dtype, monkeypatch):
 def test_projection_inside_the_loop_rule(monkeypatch, cpu_family):
     # Fused only for an InputProjection, without proj_size, with 4 rows or more per thread, 16
     # steps or more and [W_ih, W_hh] up to FUSE_MAX_WEIGHT_BYTES (8 MiB on AMD CPUs, 1 MiB on
-    # Intel ones); LSTM and RNN only.
+    # Intel ones), or up to 8 MiB from 24 rows per thread; LSTM and RNN only.
     monkeypatch.setattr(team, "threads", lambda: 2)
     f32 = torch.float32
 
@@ -368,11 +368,15 @@ def test_projection_inside_the_loop_rule(monkeypatch, cpu_family):
     assert not fuses(100, 3, 32, 32)                 # one thread, 3 rows
     assert not fuses(100, 4, 64, 64)                 # split: 2 rows per thread
     amd = cpu_family == "amd"
-    assert fuses(100, 64, 512, 512) == amd           # 8 MiB
-    assert fuses(100, 64, 256, 256) == amd           # 2 MiB
-    assert fuses(100, 64, 128, 384)                  # 1 MiB
-    assert fuses(100, 64, 128, 385) == amd           # 1 MiB + 2 KiB
+    assert fuses(100, 64, 512, 512)                  # 8 MiB, 32 rows per thread
+    assert fuses(100, 48, 256, 256)                  # 2 MiB, 24 rows per thread
+    assert fuses(100, 46, 256, 256) == amd           # 2 MiB, 23 rows per thread
+    assert fuses(100, 16, 512, 512) == amd           # 8 MiB, 8 rows per thread
+    assert fuses(100, 16, 128, 384)                  # 1 MiB
+    assert fuses(100, 16, 128, 385) == amd           # 1 MiB + 2 KiB
+    assert fuses(100, 64, 128, 385)                  # the same from 24 rows per thread
     assert not fuses(100, 64, 512, 1024)             # 12 MiB
+    assert not fuses(100, 64, 512, 513)              # 8 MiB + 8 KiB
     assert not fuses(100, 16, 128, 128, proj=True)
     assert not fuses(100, 16, 128, 128, tensor=True)
     line = nb.explain("lstm", 100, 16, 128, I=128)
@@ -471,33 +475,57 @@ def test_packed_product_odd_shapes(dtype):
                                            err_msg=f"{M}x{K}x{N}")
 
 
+@pytest.mark.parametrize("prefetch", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_packed_product_k_chunks(dtype):
+def test_packed_product_k_chunks(dtype, prefetch):
     # The k loop in chunks (linalg.K_BLOCK_BYTES): chunk sizes that divide K and that leave an
     # odd remainder (the 1-row block's pairs of k), into columns n0.. of a wider NaN-filled out
     # (the first chunk must not read out, the later ones must add to it, columns outside
-    # n0..n0+N stay untouched), and K past the default chunk through matmul_packed itself.
+    # n0..n0+N stay untouched), and K past the default chunk through matmul_packed itself;
+    # with and without prefetching the next chunk (a hint: the sums must not change, and 4-12
+    # rows give the 4-row blocks each a share of the next chunk's lines).
     from fastrnn.kernels.numba.linalg import (K_BLOCK_ROWS, matmul_packed,
                                               matmul_packed_blocked, pack_weight, panel_width)
     rng = np.random.default_rng(1)
     W = panel_width(dtype)
     default = K_BLOCK_ROWS
-    cases = [(M, K, kc) for M in (1, 3, 6, 7) for K, kc in ((12, 4), (13, 4), (13, 2), (9, 1))]
-    cases += [(5, 2 * default + 3, None), (4, default, None)]
+    cases = [(M, K, kc) for M in (1, 3, 6, 7, 12) for K, kc in ((12, 4), (13, 4), (13, 2), (9, 1))]
+    cases += [(5, 2 * default + 3, None), (4, default, None), (9, 3 * default, None)]
     for M, K, kc in cases:
         N = 2 * W + 3
         a = rng.standard_normal((M, K)).astype(dtype)
         b = rng.standard_normal((K, N)).astype(dtype)
         out = np.full((M, N + 7), np.nan, dtype)
-        if kc is None:
+        if kc is None and not prefetch:
             matmul_packed(a, pack_weight(b), out, 5, N)
         else:
-            matmul_packed_blocked(a, pack_weight(b), out, 5, N, kc)
+            matmul_packed_blocked(a, pack_weight(b), out, 5, N, kc or default, prefetch)
         ref = a.astype(np.float64) @ b.astype(np.float64)
         tol = 1e-12 if dtype == np.float64 else 2e-6
         np.testing.assert_allclose(out[:, 5:5 + N], ref, rtol=0, atol=tol * np.sqrt(K) * 4,
                                    err_msg=f"{M}x{K}x{N} in chunks of {kc}")
         assert np.isnan(out[:, :5]).all() and np.isnan(out[:, 5 + N:]).all()
+
+
+def test_l2_size_read_from_sysfs(tmp_path):
+    # The product prefetches from one core's L2 size (linalg.STREAM_FROM_BYTES), read from
+    # sysfs: the level-2 entry among the cache indexes, in K or M; a missing or unreadable tree
+    # gives the default.
+    from fastrnn.kernels import cpu
+    from fastrnn.kernels.numba.linalg import STREAM_FROM_BYTES
+    for index, (level, size) in enumerate((("1", "48K"), ("1", "32K"), ("2", "2048K"),
+                                           ("3", "266240K"))):
+        d = tmp_path / f"index{index}"
+        d.mkdir()
+        (d / "level").write_text(level + "\n")
+        (d / "size").write_text(size + "\n")
+    assert cpu.l2_bytes.__wrapped__(str(tmp_path)) == 2 << 20
+    (tmp_path / "index2" / "size").write_text("1M\n")
+    assert cpu.l2_bytes.__wrapped__(str(tmp_path)) == 1 << 20
+    (tmp_path / "index2" / "size").write_text("\n")
+    assert cpu.l2_bytes.__wrapped__(str(tmp_path)) == cpu._DEFAULT_L2_BYTES
+    assert cpu.l2_bytes.__wrapped__(str(tmp_path / "missing")) == cpu._DEFAULT_L2_BYTES
+    assert STREAM_FROM_BYTES == cpu.l2_bytes()
 
 
 def test_pack_weight_layout():

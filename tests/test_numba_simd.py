@@ -80,3 +80,21 @@ def test_get_put_move_vectors_or_single_elements():
         out = np.full(53, np.nan, dtype)
         _scale_row(x, out)
         np.testing.assert_array_equal(out, 3 * x)
+
+
+def test_prefetch_l2_compiles_to_an_l2_prefetch():
+    # The product's prefetch (linalg.STREAM_FROM_BYTES) must reach the CPU as a prefetch into
+    # L2, not be dropped or become a load that waits for the line.
+    @njit(cache=False)
+    def touch(x, i):
+        simd.prefetch_l2(x, i)
+
+    x = np.zeros(16, np.float32)
+    touch(x, 3)
+    touch(x, 10 ** 9)       # a prefetch never faults, even far past the end
+    asm = touch.inspect_asm(touch.signatures[0])
+    import platform
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert "prefetcht1" in asm
+    else:
+        assert "prf" in asm.lower()

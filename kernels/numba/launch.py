@@ -126,11 +126,20 @@ PROJECTS_INPUT = True   # the forwards take an ops.InputProjection as xg (fastrn
 # fused, 0.84-0.96x not; H = 512, 8-16 rows: 0.56-0.64x against 0.82-0.85x) and won at 512 KiB
 # (H = 128: 1.11-1.49x against 0.96-1.38x), so Intel CPUs fuse up to 1 MiB (records in
 # benchmarks/results/cpu-lstm-rules-2026-11-26-xeon.md).
+# Since the product prefetches weights larger than L2 (linalg.STREAM_FROM_BYTES), the same Xeon
+# fuses up to 8 MiB from FUSE_MANY_ROWS rows per thread. LSTM inference, T = 100, torch's time
+# over fastrnn's, not fused -> fused, one process per run: 32 rows per thread of H = 256
+# 0.80-0.84x -> 0.94-0.96x in 4 runs of 5 (0.85x in the fifth), 24 rows 0.82 -> 0.83 / 0.95x,
+# 32 rows of H = 512 0.89-0.95x (median 0.93) -> 0.86-1.03x (median 0.97) in 4 runs; training
+# 0.99-1.06x as fast; 16 rows per thread tied (0.85-0.95x either way), 8 rows lost 7-10%
+# (benchmarks/fused_projection_crossover.py; benchmarks/results/cpu-prefetch-2026-11-26-xeon.md).
 FUSE_PROJECTION = True
 FUSE_MIN_ROWS = 4
 FUSE_MIN_STEPS = 16
 FUSE_MAX_WEIGHT_BYTES_BY_FAMILY = {cpu.AMD: 8 << 20, cpu.INTEL: 1 << 20}
 FUSE_MAX_WEIGHT_BYTES = FUSE_MAX_WEIGHT_BYTES_BY_FAMILY[cpu.family()]
+FUSE_MANY_ROWS = 24
+FUSE_MANY_ROWS_MAX_WEIGHT_BYTES = 8 << 20
 
 
 def empty(shape, dtype):
@@ -488,9 +497,11 @@ def _fuses(T, B, G, I, H, proj, cdt):
     projection inside the loop (see FUSE_PROJECTION)."""
     if not FUSE_PROJECTION or proj or T < FUSE_MIN_STEPS:
         return False
-    chunks = _chunks(B, _fused_macs(T, B, G, I, H), SPLIT_MIN_MACS)
-    return (B // chunks >= FUSE_MIN_ROWS
-            and (I + H) * G * cdt.itemsize <= FUSE_MAX_WEIGHT_BYTES)
+    rows = B // _chunks(B, _fused_macs(T, B, G, I, H), SPLIT_MIN_MACS)     # per thread
+    weight = (I + H) * G * cdt.itemsize
+    return rows >= FUSE_MIN_ROWS and (
+        weight <= FUSE_MAX_WEIGHT_BYTES
+        or rows >= FUSE_MANY_ROWS and weight <= FUSE_MANY_ROWS_MAX_WEIGHT_BYTES)
 
 
 def _fuses_projection(xg, H, proj, cdt):

@@ -15,6 +15,7 @@ outgrew L1 (benchmarks/product_rate.py, benchmarks/results/cpu-product-2026-11-2
 import numpy as np
 from numba import njit
 
+from .. import cpu
 from . import simd
 from .config import JIT
 from .simd import unsigned
@@ -173,17 +174,38 @@ def slice_offset(K, groups, j0, j1, g):
 K_BLOCK_BYTES = 32 << 10
 K_BLOCK_ROWS = max(1, K_BLOCK_BYTES // (4 * simd.VECTOR_BYTES))   # rows of a 4-vector panel
 
+# A step whose products read STREAM_FROM_BYTES of packed weight or more (one core's L2: the
+# weight cannot stay there from one step to the next) has the 4-row blocks prefetch the next
+# chunk into L2 while they multiply the current one, one cache line per k, spread over the
+# blocks. Left to the hardware prefetchers, the first block of each chunk waited on L3.
+# Measured on a 2-core Intel Xeon (2 MiB L2; `python benchmarks/product_rate.py --prefetch`, one
+# thread, interleaved, twice; benchmarks/results/cpu-prefetch-2026-11-26-xeon.md): weights of
+# 4-16 MiB 1.10-1.30x faster (32x512x2048 122 -> 135 GFLOP/s, 16x512x2048 103 -> 124), 2 MiB
+# 1.07x; weights that fit L2 (0.25-1.5 MiB) 0.95-0.99x, hence only from the L2's size. Not
+# measured on AMD CPUs. Read from the OS once; the compiled kernels keep the value (Numba's
+# cache is keyed by the CPU model, whose L2 does not change).
+STREAM_FROM_BYTES = cpu.l2_bytes()
+
 
 @njit(**JIT)
 def matmul_packed(a, bp, out, n0, N):
     """out[:, n0:n0+N] = a @ b for C-contiguous a (M, K) and out (M, >= n0 + N), b (K, N) packed
-    by pack_weight (matmul_packed_blocked with chunks of K_BLOCK_ROWS)."""
-    matmul_packed_blocked(a, bp, out, n0, N, K_BLOCK_ROWS)
+    by pack_weight, as the only product of a step (matmul_packed_in)."""
+    matmul_packed_in(a, bp, out, n0, N, a.shape[1] * N * out.itemsize)
 
 
 @njit(**JIT)
-def matmul_packed_blocked(a, bp, out, n0, N, kc):
-    """matmul_packed with the k loop in chunks of kc (see K_BLOCK_BYTES).
+def matmul_packed_in(a, bp, out, n0, N, step_bytes):
+    """matmul_packed as one of the products of a step that reads step_bytes of packed weight in
+    all (matmul_packed_blocked with chunks of K_BLOCK_ROWS, prefetching from
+    STREAM_FROM_BYTES)."""
+    matmul_packed_blocked(a, bp, out, n0, N, K_BLOCK_ROWS, step_bytes >= STREAM_FROM_BYTES)
+
+
+@njit(**JIT)
+def matmul_packed_blocked(a, bp, out, n0, N, kc, prefetch):
+    """matmul_packed with the k loop in chunks of kc (see K_BLOCK_BYTES), the next chunk
+    prefetched into L2 when prefetch (see STREAM_FROM_BYTES).
 
     Register-blocked on explicit vectors (kernels/numba/simd.py): a block of 4 rows x 1 panel of
     out is summed over a chunk of k in 16 registers, each k loading the panel's 4 vectors and
@@ -204,8 +226,14 @@ def matmul_packed_blocked(a, bp, out, n0, N, kc):
         for k0 in range(0, K, kc):
             k1 = min(K, k0 + kc)
             more = k0 > 0       # add to the sums of the chunks before
+            # The next chunk (the next panel's first after the last) follows this one in bp:
+            # its lines, one per k, split over the 4-row blocks (with fewer than 4 blocks, the
+            # lines past what their k cover are left to the hardware).
+            ahead = base + k1 * W
+            per_block = -(-(k1 - k0) * 4 // max(1, M4 // 4)) if prefetch else 0
             for m in range(0, M4, 4):
-                _block_4(a, bp, out, m, n0 + n, base, k0, k1, ld, L, more)
+                _block_4(a, bp, out, m, n0 + n, base, k0, k1, ld, L, more,
+                         ahead + (m // 4) * per_block * L, per_block)
             m = M4
             if m + 2 <= M:
                 _block_2(a, bp, out, m, n0 + n, base, k0, k1, ld, L, more)
@@ -230,9 +258,10 @@ def _start(out, o, more):
 def gate_columns(h, w_parts, hg, H, groups, j0, j1):
     """hg's columns of hidden units j0 .. j1-1 in every group (gate): h @ W^T for that slice,
     W^T packed by pack_weight_slices (the hidden-unit split, see lstm.lstm_forward_columns)."""
+    step_bytes = h.shape[1] * groups * (j1 - j0) * hg.itemsize
     for g in range(groups):
-        matmul_packed(h, w_parts[slice_offset(h.shape[1], groups, j0, j1, g):], hg, g * H + j0,
-                      j1 - j0)
+        matmul_packed_in(h, w_parts[slice_offset(h.shape[1], groups, j0, j1, g):], hg,
+                         g * H + j0, j1 - j0, step_bytes)
 
 
 @njit(**JIT)
@@ -253,8 +282,9 @@ def state_gradient_columns(t, dgates_t, w_parts, dh_new, dh, lengths, j0, j1, ad
 
 
 @njit(**JIT)
-def _block_4(a, bp, out, m, n, base, k0, k1, N, L, more):
-    """out[m:m+4, n:n+4L] (+)= the sum over k0 <= k < k1 from the panel at bp[base:]."""
+def _block_4(a, bp, out, m, n, base, k0, k1, N, L, more, fetch, lines):
+    """out[m:m+4, n:n+4L] (+)= the sum over k0 <= k < k1 from the panel at bp[base:], starting
+    to load the first `lines` vectors' lines from bp[fetch:] into L2 (one per k)."""
     o = m * N + n
     c00 = _start(out, o, more); c01 = _start(out, o + L, more)
     c02 = _start(out, o + 2 * L, more); c03 = _start(out, o + 3 * L, more)
@@ -268,7 +298,11 @@ def _block_4(a, bp, out, m, n, base, k0, k1, N, L, more):
     c30 = _start(out, o, more); c31 = _start(out, o + L, more)
     c32 = _start(out, o + 2 * L, more); c33 = _start(out, o + 3 * L, more)
     o = base + k0 * 4 * L
+    last = k0 + lines
     for k in range(k0, k1):
+        if k < last:
+            simd.prefetch_l2(bp, fetch)
+            fetch += L
         b0 = simd.load(bp, o)
         b1 = simd.load(bp, o + L)
         b2 = simd.load(bp, o + 2 * L)

@@ -16,7 +16,7 @@ from . import simd
 from .activations import sigmoid, tanh
 from .config import JIT
 from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
-                     stage_step_inputs, state_gradient_columns)
+                     matmul_packed_in, stage_step_inputs, state_gradient_columns)
 from .simd import get, put
 from .team import barrier
 
@@ -137,13 +137,15 @@ def lstm_forward_recurrence(xg, w_hh_tp, w_hr_tp, h, c, lengths, reverse, proj, 
     else 1 (scratch reused every step). hg (B, 4H) and hproj (B, P) are scratch.
     """
     T = xg.shape[0]
+    step_bytes = (w_hh_tp.size + (w_hr_tp.size if proj else 0)) * w_hh_tp.itemsize
     for s in range(T):
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
-        matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1])
+        matmul_packed_in(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1], step_bytes)
         lstm_forward_step(t, need_grad, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, lo, hi)
         if proj:
-            matmul_packed(hpre[ts, lo:hi], w_hr_tp, hproj[lo:hi], 0, hproj.shape[1])
+            matmul_packed_in(hpre[ts, lo:hi], w_hr_tp, hproj[lo:hi], 0, hproj.shape[1],
+                             step_bytes)
             lstm_project_step(t, hproj, h, lengths, out, lo, hi)
 
 
@@ -270,14 +272,16 @@ def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh_p, w_hr_p, le
     (T, B, P) receives dL/dh_t for dw_hr = dht_all^T hpre (one GEMM, done by the caller).
     dhp (B, H) and dh_new (B, P) are scratch."""
     T = gates.shape[0]
+    step_bytes = (w_hh_p.size + (w_hr_p.size if proj else 0)) * w_hh_p.itemsize
     for s in range(T):
         t = s if reverse else T - 1 - s
         if proj:
             lstm_backward_dht(t, dh, grad_out, lengths, dht_all, lo, hi)
-            matmul_packed(dht_all[t, lo:hi], w_hr_p, dhp[lo:hi], 0, dhp.shape[1])
+            matmul_packed_in(dht_all[t, lo:hi], w_hr_p, dhp[lo:hi], 0, dhp.shape[1], step_bytes)
         lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths, proj, dgates,
                            lo, hi)
-        matmul_packed(dgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1])
+        matmul_packed_in(dgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1],
+                         step_bytes)
         copy_live_rows(t, dh_new, dh, lengths, lo, hi)
 
 

@@ -145,6 +145,28 @@ def store(typingctx, arr, offset, vec):
 
 
 @intrinsic
+def prefetch_l2(typingctx, arr, offset):
+    """Starts loading the cache line that holds arr's element offset into L2 (prefetcht1 on
+    x86), without waiting for it. Never faults, so an offset past the end is harmless."""
+    if not _float_array(arr) or not isinstance(offset, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        # read (0), locality 2 (keep in L2: prefetcht1), data cache (1)
+        builder.call(fn, [builder.bitcast(builder.gep(data, [args[1]]), byte_ptr),
+                          ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, offset), codegen
+
+
+@intrinsic
 def fma(typingctx, x, vec, acc):
     """acc + x * vec, one fused multiply-add per lane; x a scalar (used in every lane) or a
     vector."""

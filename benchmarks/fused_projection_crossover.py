@@ -1,0 +1,63 @@
+"""LSTM layers against torch with the input projection taken inside the loop from
+FUSE_MANY_ROWS rows per thread, and without (kernels/numba/launch.py's fusion rule).
+
+Run: python benchmarks/fused_projection_crossover.py [T] [batches] [hidden size]
+  e.g. python benchmarks/fused_projection_crossover.py 100 16,32,48,64 256
+Prints torch's milliseconds per call and its time over fastrnn's (numba backend, input size = H,
+float32) without and with the fusion, for inference and training (forward + backward of the
+output's sum); medians of 7 interleaved runs.
+"""
+
+import sys
+
+import torch
+
+import fastrnn
+from fastrnn.bench import timing
+from fastrnn.kernels.numba import launch
+
+NEVER = 1 << 62
+
+
+def main(T, batches, H):
+    saved = launch.FUSE_MANY_ROWS
+    try:
+        for B in batches:
+            reference = torch.nn.LSTM(H, H)
+            model = fastrnn.LSTM(H, H, backend="numba")
+            model.load_state_dict(reference.state_dict())
+            x = torch.randn(T, B, H)
+            xr = x.clone().requires_grad_()
+
+            def infer(rows):
+                def fn():
+                    with torch.no_grad():
+                        if rows is None:
+                            reference(x)
+                        else:
+                            launch.FUSE_MANY_ROWS = rows
+                            model(x)
+                return fn
+
+            def train(rows):
+                def fn():
+                    if rows is None:
+                        reference(xr)[0].sum().backward()
+                    else:
+                        launch.FUSE_MANY_ROWS = rows
+                        model(xr)[0].sum().backward()
+                return fn
+
+            for mode, make in (("inference", infer), ("training", train)):
+                t = timing.medians([make(None), make(NEVER), make(saved)], 7)
+                print(f"T={T} B={B:3d} H={H} {mode:9s} torch {t[0]:7.2f} ms  "
+                      f"not fused {t[0] / t[1]:.2f}x  fused {t[0] / t[2]:.2f}x", flush=True)
+    finally:
+        launch.FUSE_MANY_ROWS = saved
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    main(int(args[0]) if args else 100,
+         [int(b) for b in (args[1] if len(args) > 1 else "16,32,48,64").split(",")],
+         int(args[2]) if len(args) > 2 else 256)
