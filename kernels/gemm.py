@@ -5,6 +5,8 @@ inside, reachable as torch.ops.mkldnn._linear_pointwise) was measured 1.2-2.5x f
 shapes an RNN layer produces once the batch is a few dozen rows or the weight is large
 (2-core AMD EPYC; benchmarks/gemm_crossover.py, recorded in
 benchmarks/results/cpu-gemm-2026-11-25.md); below that its ~15 us call overhead loses to MKL.
+On Intel CPUs MKL keeps up with oneDNN, and the one-off products and weight gradients follow
+their own measured rules (per CPU family, kernels/cpu.py).
 Float32 only: oneDNN's float64 path does not exist and its 16-bit paths change rounding.
 Everything falls back to torch.mm when oneDNN is missing or disabled.
 """
@@ -12,6 +14,8 @@ Everything falls back to torch.mm when oneDNN is missing or disabled.
 import functools
 
 import torch
+
+from . import cpu
 
 
 def _onednn_ops():
@@ -62,11 +66,26 @@ def packs(N, K, batch, dtype, device="cpu"):
         K * N >= (1 << 20) or (batch >= 8 and K * N >= 3 * (1 << 16)))
 
 
-def _worth_onednn(M, K, N):
+def _worth_onednn_amd(M, K, N):
     # From the measured crossover: large weights win at any batch, mid weights from ~64 rows,
     # small ones (64x256: 0.85x at 100 rows, 0.95x at 800) only from ~1600 rows.
     return (K * N >= (1 << 20) or (M >= 64 and K * N >= 3 * (1 << 16))
             or (M >= 100 and K * N >= (1 << 16)) or M >= 1600)
+
+
+def _worth_onednn_intel(M, K, N):
+    # On an Intel Xeon (2 cores, AVX-512; benchmarks/gemm_crossover.py twice and 200-800 rows
+    # apart, recorded in benchmarks/results/cpu-gemm-2026-11-26-xeon.md) MKL's torch.mm, at home
+    # there, matched or beat oneDNN's unpacked inner product except on weights of a million
+    # elements or more read by 16-200 rows (oneDNN 0.98-1.45x as fast) and by 8 rows at 4M
+    # (1.07-1.15x); at 400 rows they tied (0.94-1.00x), from 800 oneDNN took 1.02-1.23x as long,
+    # on smaller weights 1.06-3.5x.
+    return 16 <= M < 400 and K * N >= (1 << 20)
+
+
+# Whether a one-off product (linear) goes to oneDNN, per CPU family (kernels/cpu.py).
+WORTH_ONEDNN_BY_FAMILY = {cpu.AMD: _worth_onednn_amd, cpu.INTEL: _worth_onednn_intel}
+_worth_onednn = WORTH_ONEDNN_BY_FAMILY[cpu.family()]
 
 
 # oneDNN takes the weight contiguous. A transposed view (the backward's W_ih^T) is copied first.
@@ -122,8 +141,12 @@ class RepeatedLinear:
 # EPYC (Zen 5; benchmarks/weight_grad_crossover.py, recorded in
 # benchmarks/results/cpu-weight-grads-2026-11-26-zen5.md): oneDNN 1.34-1.84x faster from 2^24.3
 # multiply-adds per product, one tie (0.99x at 6400 x 256 x 256), and 0.39x at 2^20.6
-# (100 x 256 x 64), where the format conversions dominate.
-BACKWARD_WEIGHTS_MIN_MACS = 1 << 24
+# (100 x 256 x 64), where the format conversions dominate. On an Intel Xeon (2 cores, AVX-512;
+# the same benchmark twice, recorded in benchmarks/results/cpu-gemm-2026-11-26-xeon.md) MKL's
+# torch.mm was faster at every shape but one tie (oneDNN took 1.1-1.9x as long from 2^24, 0.99x
+# and 1.11x at 6400 x 1024 x 256, 5-6x at 2^20.6), so Intel CPUs never take it (None).
+BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY = {cpu.AMD: 1 << 24, cpu.INTEL: None}
+BACKWARD_WEIGHTS_MIN_MACS = BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[cpu.family()]
 
 
 @functools.cache
@@ -137,8 +160,9 @@ def weight_grads(grad, inputs, bias=False):
     gradients of products y = a @ w^T + b that share the output gradient ``grad`` (M, N); each
     input a is (M, K). Inputs may be non-contiguous."""
     M, N = grad.shape
-    onednn = [_BACKWARD_WEIGHTS is not None and a.dtype == torch.float32
-              and M * N * a.shape[1] >= BACKWARD_WEIGHTS_MIN_MACS for a in inputs]
+    least = BACKWARD_WEIGHTS_MIN_MACS
+    onednn = [_BACKWARD_WEIGHTS is not None and least is not None and a.dtype == torch.float32
+              and M * N * a.shape[1] >= least for a in inputs]
     if not any(onednn) or not _onednn_usable(grad.device, grad.dtype):
         return [grad.t() @ a for a in inputs], (grad.sum(0) if bias else None)
     g, w = grad.to_mkldnn(), _weight_options()

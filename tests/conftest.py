@@ -16,9 +16,12 @@ def cpu_family(request, monkeypatch):
     """Every size rule that differs between CPU families (kernels/cpu.py) set as on a machine of
     the parametrised family, whichever this one is."""
     from fastrnn import native
-    from fastrnn.kernels import cpu
+    from fastrnn.kernels import cpu, gemm
     from fastrnn.kernels.numba import launch
     family = {"amd": cpu.AMD, "intel": cpu.INTEL}[request.param]
+    monkeypatch.setattr(gemm, "_worth_onednn", gemm.WORTH_ONEDNN_BY_FAMILY[family])
+    monkeypatch.setattr(gemm, "BACKWARD_WEIGHTS_MIN_MACS",
+                        gemm.BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[family])
     monkeypatch.setattr(launch, "COLUMNS_TIERS", launch.columns_tiers(family))
     monkeypatch.setattr(launch, "FUSE_MAX_WEIGHT_BYTES",
                         launch.FUSE_MAX_WEIGHT_BYTES_BY_FAMILY[family])

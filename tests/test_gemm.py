@@ -4,7 +4,7 @@ for every dtype), including the shapes that switch to oneDNN and its pre-packed 
 import pytest
 import torch
 
-from fastrnn.kernels import gemm
+from fastrnn.kernels import cpu, gemm
 from fastrnn.kernels import numba as numba_backend
 from fastrnn.kernels.numba import launch
 from rnn_cases import check_parity
@@ -14,7 +14,7 @@ SHAPES = [(1, 64, 256), (3, 512, 2048), (64, 256, 1024), (128, 33, 7), (1600, 16
 
 @pytest.mark.parametrize("M, K, N", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_linear_matches_mm(M, K, N, dtype):
+def test_linear_matches_mm(M, K, N, dtype, cpu_family):
     torch.manual_seed(0)
     a, w, b = torch.randn(M, K, dtype=dtype), torch.randn(N, K, dtype=dtype), torch.randn(N, dtype=dtype)
     exact_a, exact_w, exact_b = a.double(), w.double(), b.double()
@@ -54,7 +54,8 @@ def test_module_on_onednn_sized_layer_matches_torch(kind, monkeypatch):
     check_parity(kind, "numba", torch.float32, 16, H, 3, B, form="packed_unsorted", bidirectional=True)
 
 
-# Shapes below and above gemm.BACKWARD_WEIGHTS_MIN_MACS (2^24), so both paths run.
+# Shapes below and above 2^24 multiply-adds (the AMD gemm.BACKWARD_WEIGHTS_MIN_MACS), with each
+# family's rule (cpu_family), so both paths run on any CPU.
 WEIGHT_GRAD_SHAPES = [(100, 256, [64]), (320, 512, [128, 128]), (1600, 96, [200]),
                       (6400, 1024, [256, 256]), (1, 8, [4])]
 
@@ -62,7 +63,7 @@ WEIGHT_GRAD_SHAPES = [(100, 256, [64]), (320, 512, [128, 128]), (1600, 96, [200]
 @pytest.mark.parametrize("M, N, Ks", WEIGHT_GRAD_SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bias", [False, True])
-def test_weight_grads_match_mm(M, N, Ks, dtype, bias):
+def test_weight_grads_match_mm(M, N, Ks, dtype, bias, cpu_family):
     torch.manual_seed(1)
     grad = torch.randn(M, N, dtype=dtype)
     # The second input is a transposed (non-contiguous) view, as previous states can be.
@@ -81,22 +82,43 @@ def test_weight_grads_match_mm(M, N, Ks, dtype, bias):
         assert db is None
 
 
-def test_weight_grads_take_onednn_from_the_measured_size(monkeypatch):
+def test_weight_grads_take_onednn_from_the_measured_size(monkeypatch, cpu_family):
+    # AMD CPUs from 2^24 multiply-adds per product; Intel CPUs never (MKL was faster).
     if gemm._BACKWARD_WEIGHTS is None or not torch.backends.mkldnn.is_available():
         pytest.skip("this torch build has no oneDNN backward-weights primitive")
     calls = []
     real = gemm._BACKWARD_WEIGHTS
     monkeypatch.setattr(gemm, "_BACKWARD_WEIGHTS", lambda *a: calls.append(1) or real(*a))
+    amd = cpu_family == "amd"
     gemm.weight_grads(torch.randn(400, 512), [torch.randn(400, 128)])       # 2^24.6 MACs
-    assert calls == [1]
+    assert calls == [1] * amd
     # Per input: the small one takes torch.mm, the bias comes from the first oneDNN product.
     grads, db = gemm.weight_grads(torch.randn(400, 512), [torch.randn(400, 8), torch.randn(400, 128)], True)
-    assert calls == [1, 1] and db is not None
+    assert calls == [1, 1] * amd and db is not None
+    gemm.weight_grads(torch.randn(6400, 2048), [torch.randn(6400, 512)])    # 2^32.6
+    assert calls == [1, 1, 1] * amd
     gemm.weight_grads(torch.randn(100, 256), [torch.randn(100, 64)])        # 2^20.6
     gemm.weight_grads(torch.randn(400, 512).double(), [torch.randn(400, 128).double()])
     with torch.backends.mkldnn.flags(enabled=False):
         gemm.weight_grads(torch.randn(400, 512), [torch.randn(400, 128)])
-    assert calls == [1, 1]
+    assert calls == [1, 1, 1] * amd
+
+
+def test_one_off_products_take_onednn_where_measured_faster(monkeypatch, cpu_family):
+    # linear's rule per CPU family: on AMD large weights at any batch and mid-sized ones from
+    # 64 rows; on Intel only weights of a million elements or more read by 16-399 rows.
+    if gemm._OPS is None or not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN linear")
+    calls = []
+    real = gemm._OPS
+    monkeypatch.setattr(gemm, "_OPS", (lambda *a: calls.append(a[0].shape[0]) or real[0](*a),
+                                       real[1]))
+    amd = cpu_family == "amd"
+    for M, K, N in ((8, 1024, 1024), (64, 512, 2048), (399, 1024, 1024), (400, 1024, 1024),
+                    (800, 256, 1024), (6400, 128, 512), (64, 128, 512)):
+        a, w = torch.randn(M, K), torch.randn(N, K)
+        torch.testing.assert_close(gemm.linear(a, w), a @ w.t(), atol=1e-3, rtol=1e-4)
+    assert calls == ([8, 64, 399, 400, 800, 6400] if amd else [64, 399])
 
 
 @pytest.mark.parametrize("kind, kw", [("lstm", {}), ("lstm", {"proj_size": 24}), ("gru", {}),
@@ -109,6 +131,9 @@ def test_modules_with_onednn_weight_grads_match_torch(kind, kw, monkeypatch):
     real = gemm._BACKWARD_WEIGHTS
     if real is not None:
         monkeypatch.setattr(gemm, "_BACKWARD_WEIGHTS", lambda *a: calls.append(1) or real(*a))
+    # The AMD rule, which takes oneDNN from 2^24 (Intel CPUs never do), whatever this CPU is.
+    monkeypatch.setattr(gemm, "BACKWARD_WEIGHTS_MIN_MACS",
+                        gemm.BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[cpu.AMD])
     check_parity(kind, "numba", torch.float32, 256, 256, 20, 16, form="packed_unsorted",
                  bidirectional=True, **kw)
     if real is not None and torch.backends.mkldnn.is_available():
