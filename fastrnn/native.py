@@ -70,13 +70,20 @@ from .ops import tracks_grad
 #   faster at 16-64 rows of H = 64, 4-32 of H = 128, 4-16 of H = 256 and 8-32 of H = 512 (up to
 #   1.08x in repeated medians), fastrnn at 1-2 rows of H = 128 (1.10-1.15x) and at 64 rows of
 #   H = 128-256.
+# Re-measured on that Xeon after the product's prefetch, the fused projection from 24 rows per
+# thread and the Intel GEMM rules (benchmarks/native_lstm_crossover.py, twice each; recorded in
+# benchmarks/results/cpu-native-lstm-2026-11-26-xeon.md):
+# - inference: torch still 1.06-1.15x faster at 8-32 rows of H = 256 (64 rows: 0.98 / 1.02) and
+#   1.05-1.14x at 32-64 rows of H = 512; 16 rows of H = 512 went to fastrnn (0.94x torch's time);
+# - training: torch faster only at 16-32 rows of H = 128 (1.02-1.07x, one 0.98) and 8-16 rows of
+#   H = 256 (1.08-1.12x); fastrnn 1.0-1.6x faster everywhere else, H = 64 and 512 included.
 _INFERENCE_TORCH_ROWS_BY_FAMILY = {
     cpu.AMD: {128: (1, 4), 256: (4, 8), 512: (8, 32)},
-    cpu.INTEL: {256: (8, 64), 512: (16, 64), 1024: (32, 64)},
+    cpu.INTEL: {256: (8, 64), 512: (32, 64), 1024: (32, 64)},
 }
 _TRAINING_TORCH_ROWS_BY_FAMILY = {
     cpu.AMD: {64: (16, 64), 128: (1, 32), 256: (4, 16)},
-    cpu.INTEL: {64: (16, 64), 128: (4, 32), 256: (4, 16), 512: (8, 32)},
+    cpu.INTEL: {128: (16, 32), 256: (8, 16)},
 }
 _INFERENCE_TORCH_ROWS = _INFERENCE_TORCH_ROWS_BY_FAMILY[cpu.family()]
 _TRAINING_TORCH_ROWS = _TRAINING_TORCH_ROWS_BY_FAMILY[cpu.family()]
