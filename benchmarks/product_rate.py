@@ -7,7 +7,8 @@ median of 15 runs. Run: python benchmarks/product_rate.py
 With --chunks 0,64,96,128 the k loop's chunk size (linalg.K_BLOCK_BYTES; 0: the whole of K in
 one chunk) is compared instead, the sizes interleaved so that a noisy machine moves them alike.
 With --prefetch the product with and without prefetching the next chunk (linalg.STREAM_FROM_BYTES)
-is compared the same way, on weights from 256 KiB to 8 MiB.
+is compared the same way, on weights from 256 KiB to 8 MiB. With --align, the packed weight
+starting on a cache line (simd.aligned_empty) against 16 bytes past one (numpy's usual).
 """
 
 import argparse
@@ -16,6 +17,7 @@ import time
 import numpy as np
 from numba import njit
 
+from fastrnn.kernels.numba import simd
 from fastrnn.kernels.numba.config import JIT
 from fastrnn.kernels.numba.linalg import (K_BLOCK_ROWS, STREAM_FROM_BYTES, matmul_packed_blocked,
                                           pack_weight)
@@ -57,11 +59,32 @@ def rates(M, K, N, dtype, variants, runs=15):
     return {v: 2 * M * K * N / np.median(t) / 1e9 for v, t in times.items()}
 
 
+def alignment_rates(M, K, N, runs=15):
+    """GFLOP/s with the packed weight at 0 and 16 bytes past a cache line, interleaved."""
+    a, b, out, reps = _operands(M, K, N, np.float32)
+    prefetch = K * N * 4 >= STREAM_FROM_BYTES
+    copies = {}
+    for offset in (0, 16):
+        buf = simd.aligned_empty(b.size + simd.ALIGN_BYTES // 4, np.float32)
+        copies[offset] = buf[offset // 4:offset // 4 + b.size]
+        copies[offset][...] = b
+        _repeat(a, copies[offset], out, 1, K_BLOCK_ROWS, prefetch)
+    times = {offset: [] for offset in copies}
+    for _ in range(runs):
+        for offset, packed in copies.items():
+            start = time.perf_counter()
+            _repeat(a, packed, out, reps, K_BLOCK_ROWS, prefetch)
+            times[offset].append((time.perf_counter() - start) / reps)
+    return {offset: 2 * M * K * N / np.median(t) / 1e9 for offset, t in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", help="comma-separated chunk sizes to compare (0: whole K)")
     parser.add_argument("--prefetch", action="store_true",
                         help="compare the product with and without prefetching")
+    parser.add_argument("--align", action="store_true",
+                        help="compare a packed weight on a cache line with one 16 bytes past")
     args = parser.parse_args()
     if args.chunks:
         chunks = [int(c) for c in args.chunks.split(",")]
@@ -80,6 +103,13 @@ def main():
             without, with_ = r[variants[0]], r[variants[1]]
             print(f"{M:3d}x{K:4d}x{N:4d}  {K * N * 4 >> 10:5d} KiB  {without:6.1f}  {with_:6.1f}  "
                   f"{with_ / without:5.2f}", flush=True)
+        return
+    if args.align:
+        print("GFLOP/s, float32; the packed weight on a cache line / 16 bytes past one")
+        for M, K, N in PREFETCH_SHAPES:
+            r = alignment_rates(M, K, N)
+            print(f"{M:3d}x{K:4d}x{N:4d}  {r[0]:6.1f}  {r[16]:6.1f}  {r[0] / r[16]:5.2f}",
+                  flush=True)
         return
     for dtype in (np.float32, np.float64):
         for M, K, N in SHAPES:

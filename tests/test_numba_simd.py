@@ -98,3 +98,12 @@ def test_prefetch_l2_compiles_to_an_l2_prefetch():
         assert "prefetcht1" in asm
     else:
         assert "prf" in asm.lower()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_aligned_empty_starts_on_a_cache_line(dtype):
+    for n in (0, 1, 5, 16, 1000, 1 << 18):
+        a = simd.aligned_empty(n, dtype)
+        assert a.shape == (n,) and a.dtype == dtype and a.flags.c_contiguous
+        assert n == 0 or a.ctypes.data % simd.ALIGN_BYTES == 0, n
+        a[...] = 1      # the whole view is writable memory of its own

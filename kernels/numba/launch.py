@@ -5,6 +5,7 @@ fastrnn/reference.py. Half types are computed in float32 and cast back on return
 """
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from .lstm import (lstm_backward_dht, lstm_backward_recurrence, lstm_backward_st
                    lstm_project_step)
 from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_fused,
                   rnn_forward_recurrence, rnn_forward_step)
+from .simd import aligned_empty
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -159,10 +161,11 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def scratch(shape, cdt):
-    """A work buffer only the kernels see, as a numpy array (np.empty costs a tenth of
-    torch.empty(...).numpy(), which adds up over a small layer's five or six buffers). Tests
-    swap it for a NaN-filled one, as they do empty."""
-    return np.empty(shape, _NUMPY_DTYPES[cdt])
+    """A work buffer only the kernels see, as a numpy array starting on a cache line
+    (simd.aligned_empty: the kernels load and store its rows as whole vectors; measured 1-4%
+    faster for whole LSTM layers than numpy's usual 16 bytes past a line, which pays for its
+    ~2 us). Tests swap it for a NaN-filled one, as they do empty."""
+    return aligned_empty(math.prod(shape), _NUMPY_DTYPES[cdt]).reshape(shape)
 
 
 def _compute_dtype(dtype):
@@ -270,7 +273,7 @@ def _packed_slices(w, transposed, groups, slices, cdt):
     parts = len(slices) - 1
     if parts < 2 or src.nbytes < PACK_SPLIT_MIN_BYTES:
         return pack_weight_slices(src, transposed, groups, slices)
-    out = np.empty(src.size, src.dtype)
+    out = aligned_empty(src.size, src.dtype)
     team.run(_compiled(threaded.pack_slices_entry),
              team.pack(cdt.itemsize, team.bounds(parts, parts), src, transposed, out, groups,
                        slices))

@@ -34,7 +34,7 @@ def pack_weight(b, out=None):
     given. A transposed view of a C-contiguous array (W_hh^T) is packed straight from it; other
     non-contiguous b are copied first."""
     if out is None:
-        out = np.empty(b.shape[0] * b.shape[1], b.dtype)
+        out = simd.aligned_empty(b.shape[0] * b.shape[1], b.dtype)
     W = panel_width(b.dtype)
     if b.T.flags.c_contiguous and not b.flags.c_contiguous:
         _pack_transposed(b.T, b.T[:, :0], out, W, W // 4)
@@ -74,7 +74,7 @@ def _pack(src, n_lo, n_hi, out, W, L):
 def pack_weight_concat_t(w1, w2):
     """pack_weight of [w1, w2]^T for C-contiguous w1 (N, K1) and w2 (N, K2) of one dtype: the
     fused LSTM/RNN loops' [W_ih, W_hh]^T, packed without writing the concatenation first."""
-    out = np.empty(w1.shape[0] * (w1.shape[1] + w2.shape[1]), w1.dtype)
+    out = simd.aligned_empty(w1.shape[0] * (w1.shape[1] + w2.shape[1]), w1.dtype)
     W = panel_width(w1.dtype)
     _pack_transposed(w1, w2, out, W, W // 4)
     return out
@@ -130,7 +130,7 @@ def pack_weight_slices(src, transposed, groups, bounds):
     packed by pack_weight, one after the other (so slice k's group g starts at
     slice_offset(K, groups, bounds[k], bounds[k+1], g)). pack_slice fills one slice, so the
     launcher can have each thread pack its own."""
-    out = np.empty(src.shape[0] * src.shape[1], src.dtype)
+    out = simd.aligned_empty(src.shape[0] * src.shape[1], src.dtype)
     for k in range(len(bounds) - 1):
         pack_slice(src, transposed, out, groups, bounds, k)
     return out

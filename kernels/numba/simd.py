@@ -42,6 +42,22 @@ def _host_vector_bytes():
 # Other widths stay correct (LLVM splits or merges registers), only slower.
 VECTOR_BYTES = _host_vector_bytes()
 
+# A cache line. A vector load that starts mid-line reads two lines: with 64-byte vectors every
+# load of an operand that numpy placed 16 bytes past a line (its usual placement) does, and the
+# product over such a packed weight ran 1.05-1.20x slower on an Intel Xeon, whole LSTM layers
+# 1.03-1.22x (benchmarks/product_rate.py --align, benchmarks/aligned_layers.py;
+# benchmarks/results/cpu-align-2026-11-26-xeon.md).
+ALIGN_BYTES = 64
+
+
+def aligned_empty(n, dtype):
+    """np.empty(n, dtype) starting on a cache line (ALIGN_BYTES): for the operands the kernels
+    load as whole vectors again and again (packed weights). ~2 us against np.empty's 0.3."""
+    dtype = np.dtype(dtype)
+    buf = np.empty(n + ALIGN_BYTES // dtype.itemsize, dtype)
+    start = (-buf.ctypes.data % ALIGN_BYTES) // dtype.itemsize
+    return buf[start:start + n]
+
 
 class Vec(types.Type):
     """A register of ``dtype`` lanes (float32 or float64)."""
