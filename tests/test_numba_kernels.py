@@ -738,3 +738,19 @@ def test_one_thread_never_splits_hidden_units(monkeypatch):
     assert launch._strategy(10, 1, 512, 2048, torch.float32) != "columns"
 
 
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_layers_whose_weights_outgrow_l2_match_torch(kind, monkeypatch):
+    # A recurrent weight a little over linalg.STREAM_FROM_BYTES (one core's L2), so the product
+    # prefetches the next chunk in its 4-row blocks, forward and backward: end to end against
+    # torch.nn (outputs, states, every gradient), 9 rows split 4 + 5 over two threads.
+    from rnn_cases import check_parity
+
+    from fastrnn.kernels.numba.linalg import STREAM_FROM_BYTES
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    H = int((STREAM_FROM_BYTES / (gates * 4)) ** 0.5) + 3
+    assert gates * H * H * 4 >= STREAM_FROM_BYTES
+    monkeypatch.setattr(launch, "STRATEGY", "loop")
+    monkeypatch.setattr(team, "threads", lambda: 2)
+    check_parity(kind, "numba", torch.float32, 40, H, 20, 9)
