@@ -13,7 +13,7 @@ import torch
 
 import fastrnn
 from fastrnn.bench import timing
-from fastrnn.kernels.numba import launch, simd
+from fastrnn.kernels.numba import simd
 
 GRID = ["100x1x64", "100x16x128", "100x64x256", "100x64x512", "50x8x1024"]
 
@@ -42,7 +42,7 @@ def main(sizes):
             def run(placement, training):
                 def fn():
                     if placement is not None:
-                        simd.aligned_empty = launch.aligned_empty = placements[placement]
+                        simd.aligned_empty = placements[placement]
                     net = reference if placement is None else model
                     if training:
                         net(xr)[0].sum().backward()
@@ -57,7 +57,7 @@ def main(sizes):
                 mode = "training " if training else "inference"
                 print(f"{size:11s} {mode} torch {t[0]:7.2f} ms  {cells}", flush=True)
     finally:
-        simd.aligned_empty = launch.aligned_empty = aligned
+        simd.aligned_empty = aligned
 
 
 if __name__ == "__main__":

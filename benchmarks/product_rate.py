@@ -45,37 +45,42 @@ def _operands(M, K, N, dtype):
     return a, b, np.empty((M, N), dtype), max(1, int(3e7 // (M * K * N)))
 
 
+def _interleaved(calls, reps, runs, flops):
+    """GFLOP/s of each call(reps) of a dict of them (each runs the product reps times), timed in
+    turn `runs` times: medians."""
+    for call in calls.values():
+        call(1)                 # compile and warm up
+    times = {key: [] for key in calls}
+    for _ in range(runs):
+        for key, call in calls.items():
+            start = time.perf_counter()
+            call(reps)
+            times[key].append((time.perf_counter() - start) / reps)
+    return {key: flops / np.median(t) / 1e9 for key, t in times.items()}
+
+
 def rates(M, K, N, dtype, variants, runs=15):
     """GFLOP/s for each variant (chunk rows of k, prefetch), measured interleaved."""
     a, b, out, reps = _operands(M, K, N, dtype)
-    times = {v: [] for v in variants}
-    for v in variants:
-        _repeat(a, b, out, 1, *v)
-    for _ in range(runs):
-        for v in variants:
-            start = time.perf_counter()
-            _repeat(a, b, out, reps, *v)
-            times[v].append((time.perf_counter() - start) / reps)
-    return {v: 2 * M * K * N / np.median(t) / 1e9 for v, t in times.items()}
+
+    def call(variant):
+        return lambda n: _repeat(a, b, out, n, *variant)
+
+    return _interleaved({v: call(v) for v in variants}, reps, runs, 2 * M * K * N)
 
 
 def alignment_rates(M, K, N, runs=15):
     """GFLOP/s with the packed weight at 0 and 16 bytes past a cache line, interleaved."""
     a, b, out, reps = _operands(M, K, N, np.float32)
     prefetch = K * N * 4 >= STREAM_FROM_BYTES
-    copies = {}
-    for offset in (0, 16):
+
+    def call(offset):
         buf = simd.aligned_empty(b.size + simd.ALIGN_BYTES // 4, np.float32)
-        copies[offset] = buf[offset // 4:offset // 4 + b.size]
-        copies[offset][...] = b
-        _repeat(a, copies[offset], out, 1, K_BLOCK_ROWS, prefetch)
-    times = {offset: [] for offset in copies}
-    for _ in range(runs):
-        for offset, packed in copies.items():
-            start = time.perf_counter()
-            _repeat(a, packed, out, reps, K_BLOCK_ROWS, prefetch)
-            times[offset].append((time.perf_counter() - start) / reps)
-    return {offset: 2 * M * K * N / np.median(t) / 1e9 for offset, t in times.items()}
+        packed = buf[offset // 4:offset // 4 + b.size]
+        packed[...] = b
+        return lambda n: _repeat(a, packed, out, n, K_BLOCK_ROWS, prefetch)
+
+    return _interleaved({offset: call(offset) for offset in (0, 16)}, reps, runs, 2 * M * K * N)
 
 
 def main():

@@ -13,7 +13,7 @@ from numba.core.errors import NumbaError
 
 from .. import cpu
 from ..gemm import RepeatedLinear, linear, packs, weight_grads
-from . import pool, team, threaded
+from . import pool, simd, team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
 from .linalg import (add_live_rows, copy_live_rows, pack_weight, pack_weight_concat_t,
@@ -23,7 +23,6 @@ from .lstm import (lstm_backward_dht, lstm_backward_recurrence, lstm_backward_st
                    lstm_project_step)
 from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_fused,
                   rnn_forward_recurrence, rnn_forward_step)
-from .simd import aligned_empty
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -165,7 +164,7 @@ def scratch(shape, cdt):
     (simd.aligned_empty: the kernels load and store its rows as whole vectors; measured 1-4%
     faster for whole LSTM layers than numpy's usual 16 bytes past a line, which pays for its
     ~2 us). Tests swap it for a NaN-filled one, as they do empty."""
-    return aligned_empty(math.prod(shape), _NUMPY_DTYPES[cdt]).reshape(shape)
+    return simd.aligned_empty(math.prod(shape), _NUMPY_DTYPES[cdt]).reshape(shape)
 
 
 def _compute_dtype(dtype):
@@ -273,7 +272,7 @@ def _packed_slices(w, transposed, groups, slices, cdt):
     parts = len(slices) - 1
     if parts < 2 or src.nbytes < PACK_SPLIT_MIN_BYTES:
         return pack_weight_slices(src, transposed, groups, slices)
-    out = aligned_empty(src.size, src.dtype)
+    out = simd.aligned_empty(src.size, src.dtype)
     team.run(_compiled(threaded.pack_slices_entry),
              team.pack(cdt.itemsize, team.bounds(parts, parts), src, transposed, out, groups,
                        slices))
