@@ -31,7 +31,7 @@ def strategy(request, monkeypatch):
     projection inside it, with the hidden units split (a barrier every step), and the per-step
     GEMM."""
     name = request.param
-    monkeypatch.setattr(launch, "STRATEGY", {"columns": "columns", "step": "step"}.get(name, "loop"))
+    monkeypatch.setattr(launch, "STRATEGY", name if name in ("columns", "step") else "loop")
     monkeypatch.setattr(launch, "FUSE_PROJECTION", name == "fused")
     split = name in ("loop_split", "fused", "columns", "step")
     for rule in ("SPLIT_MIN_MACS", "SPLIT_MIN_CELLS", "SPLIT_MIN_CELLS_ONE_STEP"):
