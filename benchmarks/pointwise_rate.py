@@ -24,8 +24,8 @@ from fastrnn.kernels.numba.linalg import matmul_packed, pack_weight
 
 @njit(**dict(JIT, cache=False))
 def _products(T, a, w, out):
-    for _ in range(T):
-        matmul_packed(a, w, out, 0, out.shape[1])
+    for t in range(T):
+        matmul_packed(a, w, out, 0, out.shape[1], t)
 
 
 def cases(B, H, T, dtype=np.float32):

@@ -8,7 +8,9 @@ With --chunks 0,64,96,128 the k loop's chunk size (linalg.K_BLOCK_BYTES; 0: the 
 one chunk) is compared instead, the sizes interleaved so that a noisy machine moves them alike.
 With --prefetch the product with and without prefetching the next chunk (linalg.STREAM_FROM_BYTES)
 is compared the same way, on weights from 256 KiB to 8 MiB. With --align, the packed weight
-starting on a cache line (simd.aligned_empty) against 16 bytes past one (numpy's usual).
+starting on a cache line (simd.aligned_empty) against 16 bytes past one (numpy's usual). With
+--zigzag, every call in the same panel order against every other call back to front (what a
+recurrence does, see linalg.matmul_packed), on weights around L1's size.
 """
 
 import argparse
@@ -31,11 +33,15 @@ PREFETCH_SHAPES = [(64, 128, 512), (16, 128, 512), (32, 256, 1024), (16, 256, 10
                    (32, 512, 2048), (64, 1024, 2048), (32, 1024, 4096), (32, 2048, 512)]
 
 
+ZIGZAG_SHAPES = [(1, 32, 256), (1, 64, 256), (1, 64, 384), (2, 64, 256), (4, 64, 256),
+                 (1, 128, 512), (8, 128, 512), (1, 256, 1024), (8, 256, 1024), (32, 512, 1024)]
+
+
 # Not cached: a cached loop would keep a stale copy of the product after linalg.py changes.
 @njit(**dict(JIT, cache=False))
-def _repeat(a, b, out, reps, kc, prefetch):
-    for _ in range(reps):
-        matmul_packed_blocked(a, b, out, 0, out.shape[1], kc, prefetch)
+def _repeat(a, b, out, reps, kc, prefetch, zigzag=False):
+    for r in range(reps):
+        matmul_packed_blocked(a, b, out, 0, out.shape[1], kc, prefetch, zigzag and r % 2 == 1)
 
 
 def _operands(M, K, N, dtype):
@@ -90,7 +96,18 @@ def main():
                         help="compare the product with and without prefetching")
     parser.add_argument("--align", action="store_true",
                         help="compare a packed weight on a cache line with one 16 bytes past")
+    parser.add_argument("--zigzag", action="store_true",
+                        help="compare one panel order for every call with odd calls reversed")
     args = parser.parse_args()
+    if args.zigzag:
+        print("us per product, float32; the same panel order every call / odd calls reversed")
+        for M, K, N in ZIGZAG_SHAPES:
+            variants = [(K_BLOCK_ROWS, False, False), (K_BLOCK_ROWS, False, True)]
+            r = rates(M, K, N, np.float32, variants, runs=21)
+            same, zigzag = (2 * M * K * N / r[v] / 1e3 for v in variants)
+            print(f"{M:3d}x{K:4d}x{N:4d}  {K * N * 4 >> 10:5d} KiB  {same:8.2f}  {zigzag:8.2f}  "
+                  f"{same / zigzag:5.2f}", flush=True)
+        return
     if args.chunks:
         chunks = [int(c) for c in args.chunks.split(",")]
         print("shape  " + "  ".join(f"{c or 'K':>5}" for c in chunks) + "   (GFLOP/s, float32)")

@@ -469,11 +469,47 @@ def test_packed_product_odd_shapes(dtype):
                 a = rng.standard_normal((M, K)).astype(dtype)
                 b = rng.standard_normal((N, K)).astype(dtype).T
                 out = np.full((M, N), np.nan, dtype)
-                matmul_packed(a, pack_weight(b), out, 0, N)
+                matmul_packed(a, pack_weight(b), out, 0, N, 0)
                 ref = a.astype(np.float64) @ b.astype(np.float64)
                 tol = 1e-12 if dtype == np.float64 else 2e-6
                 np.testing.assert_allclose(out, ref, rtol=0, atol=tol * np.sqrt(K) * 4,
                                            err_msg=f"{M}x{K}x{N}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_product_backwards_panels_are_the_same_to_the_bit(dtype):
+    # A recurrence's odd steps take the panels last to first (linalg.matmul_packed): every
+    # column must come out exactly as in the forward order, with leftover one-vector panels and
+    # single columns, k in chunks, into columns n0.. of a wider out, and matmul_packed_in leaves
+    # the order alone where it prefetches.
+    from fastrnn.kernels.numba.linalg import (K_BLOCK_ROWS, matmul_packed, matmul_packed_blocked,
+                                              matmul_packed_in, pack_weight, panel_width)
+    rng = np.random.default_rng(2)
+    W = panel_width(dtype)
+    for M in (1, 2, 3, 5, 8):
+        for K in (1, 33, K_BLOCK_ROWS + 7):
+            for N in (W, 3 * W, 3 * W + W // 4 + 3):
+                a = rng.standard_normal((M, K)).astype(dtype)
+                b_full = rng.standard_normal((K, N)).astype(dtype)
+                b = pack_weight(b_full)
+                ref = a.astype(np.float64) @ b_full.astype(np.float64)
+                outs = []
+                for step in (0, 1, 2, 3):
+                    out = np.full((M, N + 5), np.nan, dtype)
+                    matmul_packed(a, b, out, 5, N, step)
+                    outs.append(out)
+                for backwards in (False, True):
+                    out = np.full((M, N + 5), np.nan, dtype)
+                    matmul_packed_blocked(a, b, out, 5, N, 4, False, backwards)
+                    outs.append(out)
+                out = np.full((M, N + 5), np.nan, dtype)
+                matmul_packed_in(a, b, out, 5, N, 1 << 62, 1)      # prefetching: forward order
+                outs.append(out)
+                tol = 1e-12 if dtype == np.float64 else 2e-6
+                np.testing.assert_allclose(outs[0][:, 5:], ref, rtol=0, atol=tol * np.sqrt(K) * 4)
+                for out in outs[1:4] + outs[6:]:
+                    np.testing.assert_array_equal(out, outs[0], err_msg=f"{M}x{K}x{N}")
+                np.testing.assert_array_equal(outs[5], outs[4], err_msg=f"{M}x{K}x{N}, chunks of 4")
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
@@ -498,9 +534,9 @@ def test_packed_product_k_chunks(dtype, prefetch):
         b = rng.standard_normal((K, N)).astype(dtype)
         out = np.full((M, N + 7), np.nan, dtype)
         if kc is None and not prefetch:
-            matmul_packed(a, pack_weight(b), out, 5, N)
+            matmul_packed(a, pack_weight(b), out, 5, N, 0)
         else:
-            matmul_packed_blocked(a, pack_weight(b), out, 5, N, kc or default, prefetch)
+            matmul_packed_blocked(a, pack_weight(b), out, 5, N, kc or default, prefetch, False)
         ref = a.astype(np.float64) @ b.astype(np.float64)
         tol = 1e-12 if dtype == np.float64 else 2e-6
         np.testing.assert_allclose(out[:, 5:5 + N], ref, rtol=0, atol=tol * np.sqrt(K) * 4,

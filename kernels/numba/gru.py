@@ -72,7 +72,7 @@ def gru_forward_recurrence(xg, w_hh_tp, b_hn, h, lengths, reverse, need_grad, ou
     for s in range(T):
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
-        matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1])
+        matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1], s)
         gru_forward_step(t, ts, xg, hg, b_hn, h, lengths, out, gates, hn_lin, lo, hi)
 
 
@@ -149,7 +149,7 @@ def gru_backward_recurrence(grad_out, dh, gates, hn_lin, h0, hs, w_hh_p, lengths
         t = s if reverse else T - 1 - s
         gru_backward_step(t, reverse, grad_out, dh, gates, hn_lin, h0, hs, lengths, dxgates,
                           dhgates, lo, hi)
-        matmul_packed(dhgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1])
+        matmul_packed(dhgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1], s)
         add_live_rows(t, dh_new, dh, lengths, lo, hi)
 
 
@@ -174,7 +174,7 @@ def gru_forward_columns(data, tid, size, xg, w_parts, jb, b_hn, lengths, reverse
         for k in range(tid, jb.shape[0] - 1, size):
             j0, j1 = jb[k], jb[k + 1]
             n = j1 - j0
-            gate_columns(cur, w_parts, hg, H, 3, j0, j1)
+            gate_columns(cur, w_parts, hg, H, 3, j0, j1, s)
             for b in range(B):
                 if t < lengths[b]:
                     _gru_forward_row(n, H, xg[t, b, j0:], hg[b, j0:], b_hn[j0:], cur[b, j0:],
@@ -216,4 +216,4 @@ def gru_backward_columns(data, tid, size, grad_out, dh, gates, hn_lin, h0, hs, w
         barrier(data, size)
         for k in range(tid, jb.shape[0] - 1, size):
             state_gradient_columns(t, dhgates[t], w_parts, dh_new, dh, lengths, jb[k], jb[k + 1],
-                                   True)
+                                   True, s)

@@ -187,25 +187,39 @@ K_BLOCK_ROWS = max(1, K_BLOCK_BYTES // (4 * simd.VECTOR_BYTES))   # rows of a 4-
 STREAM_FROM_BYTES = cpu.l2_bytes()
 
 
+# A recurrence reads the same packed weight at every step. Read front to back each time, a weight
+# a little larger than L1 misses on every line: the cache keeps the end of one pass, which the
+# next pass reaches last, after evicting it. So a recurrence's odd steps take the panels back to
+# front: each pass starts on the lines the last one left in L1 (within a panel, k still runs
+# forward). The result is the same to the bit (each panel's columns are summed alike). Measured
+# on a 2-core Intel Xeon (48 KiB L1d; benchmarks/product_rate.py --zigzag, one thread,
+# interleaved; benchmarks/results/cpu-zigzag-2026-11-26-xeon.md): one row of a 64 KiB weight
+# (an LSTM's H = 64) 0.56 -> 0.39 us per step, 256 KiB 1.06x, larger weights and more rows
+# within 2% either way. Only below STREAM_FROM_BYTES: the prefetch reads ahead in memory order.
+
 @njit(**JIT)
-def matmul_packed(a, bp, out, n0, N):
+def matmul_packed(a, bp, out, n0, N, step):
     """out[:, n0:n0+N] = a @ b for C-contiguous a (M, K) and out (M, >= n0 + N), b (K, N) packed
-    by pack_weight, as the only product of a step (matmul_packed_in)."""
-    matmul_packed_in(a, bp, out, n0, N, a.shape[1] * N * out.itemsize)
+    by pack_weight, as the only product of recurrence step number `step` (0, 1, ... in the
+    order the steps run; 0 for a one-off product; see matmul_packed_in)."""
+    matmul_packed_in(a, bp, out, n0, N, a.shape[1] * N * out.itemsize, step)
 
 
 @njit(**JIT)
-def matmul_packed_in(a, bp, out, n0, N, step_bytes):
-    """matmul_packed as one of the products of a step that reads step_bytes of packed weight in
-    all (matmul_packed_blocked with chunks of K_BLOCK_ROWS, prefetching from
-    STREAM_FROM_BYTES)."""
-    matmul_packed_blocked(a, bp, out, n0, N, K_BLOCK_ROWS, step_bytes >= STREAM_FROM_BYTES)
+def matmul_packed_in(a, bp, out, n0, N, step_bytes, step):
+    """matmul_packed as one of the products of step number `step` that reads step_bytes of
+    packed weight in all (matmul_packed_blocked with chunks of K_BLOCK_ROWS, prefetching from
+    STREAM_FROM_BYTES, odd steps back to front below that)."""
+    prefetch = step_bytes >= STREAM_FROM_BYTES
+    matmul_packed_blocked(a, bp, out, n0, N, K_BLOCK_ROWS, prefetch,
+                          step % 2 == 1 and not prefetch)
 
 
 @njit(**JIT)
-def matmul_packed_blocked(a, bp, out, n0, N, kc, prefetch):
+def matmul_packed_blocked(a, bp, out, n0, N, kc, prefetch, backwards):
     """matmul_packed with the k loop in chunks of kc (see K_BLOCK_BYTES), the next chunk
-    prefetched into L2 when prefetch (see STREAM_FROM_BYTES).
+    prefetched into L2 when prefetch (see STREAM_FROM_BYTES), the full panels taken last to
+    first when backwards (see matmul_packed; not with prefetch, which reads ahead in memory).
 
     Register-blocked on explicit vectors (kernels/numba/simd.py): a block of 4 rows x 1 panel of
     out is summed over a chunk of k in 16 registers, each k loading the panel's 4 vectors and
@@ -221,7 +235,9 @@ def matmul_packed_blocked(a, bp, out, n0, N, kc, prefetch):
     wide = N - N % W
     narrow = N - N % L
     M4 = M - M % 4
-    for n in range(0, wide, W):
+    panels = wide // W
+    for p in range(panels):
+        n = (panels - 1 - p) * W if backwards else p * W
         base = n * K            # the panel's first element
         for k0 in range(0, K, kc):
             k1 = min(K, k0 + kc)
@@ -255,22 +271,23 @@ def _start(out, o, more):
 
 
 @njit(**JIT)
-def gate_columns(h, w_parts, hg, H, groups, j0, j1):
+def gate_columns(h, w_parts, hg, H, groups, j0, j1, step):
     """hg's columns of hidden units j0 .. j1-1 in every group (gate): h @ W^T for that slice,
-    W^T packed by pack_weight_slices (the hidden-unit split, see lstm.lstm_forward_columns)."""
+    W^T packed by pack_weight_slices (the hidden-unit split, see lstm.lstm_forward_columns), as
+    recurrence step number `step` (see matmul_packed)."""
     step_bytes = h.shape[1] * groups * (j1 - j0) * hg.itemsize
     for g in range(groups):
         matmul_packed_in(h, w_parts[slice_offset(h.shape[1], groups, j0, j1, g):], hg,
-                         g * H + j0, j1 - j0, step_bytes)
+                         g * H + j0, j1 - j0, step_bytes, step)
 
 
 @njit(**JIT)
-def state_gradient_columns(t, dgates_t, w_parts, dh_new, dh, lengths, j0, j1, add):
+def state_gradient_columns(t, dgates_t, w_parts, dh_new, dh, lengths, j0, j1, add, step):
     """Columns j0 .. j1-1 of dL/dh_{t-1} = dgates_t @ W (W packed by pack_weight_slices(W,
     False, 1, .)) into dh_new, then into dh for the rows live at step t: copied, or added when
-    add (GRU keeps a pointwise part in dh)."""
+    add (GRU keeps a pointwise part in dh). `step`: see matmul_packed."""
     matmul_packed(dgates_t, w_parts[slice_offset(dgates_t.shape[1], 1, j0, j1, 0):], dh_new, j0,
-                  j1 - j0)
+                  j1 - j0, step)
     for b in range(dh.shape[0]):
         if t < lengths[b]:
             if add:

@@ -141,11 +141,11 @@ def lstm_forward_recurrence(xg, w_hh_tp, w_hr_tp, h, c, lengths, reverse, proj, 
     for s in range(T):
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
-        matmul_packed_in(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1], step_bytes)
+        matmul_packed_in(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1], step_bytes, s)
         lstm_forward_step(t, need_grad, xg, hg, h, c, lengths, proj, out, gates, cs, hpre, lo, hi)
         if proj:
             matmul_packed_in(hpre[ts, lo:hi], w_hr_tp, hproj[lo:hi], 0, hproj.shape[1],
-                             step_bytes)
+                             step_bytes, s)
             lstm_project_step(t, hproj, h, lengths, out, lo, hi)
 
 
@@ -164,7 +164,7 @@ def lstm_forward_fused(x, w_tp, bias_rows, h, c, lengths, reverse, need_grad, ou
         t = T - 1 - s if reverse else s
         ts = t if need_grad else 0
         stage_step_inputs(t, x, h, xh, lengths, lens_t, lo, hi)
-        matmul_packed(xh[lo:hi], w_tp, pre[0, lo:hi], 0, pre.shape[2])
+        matmul_packed(xh[lo:hi], w_tp, pre[0, lo:hi], 0, pre.shape[2], s)
         # (no projection: the hpre argument is never read, cs stands in for it)
         lstm_forward_step(0, need_grad, pre, bias_rows, h, c, lens_t, False, out[t:t + 1],
                           gates[ts:ts + 1], cs[ts:ts + 1], cs[ts:ts + 1], lo, hi)
@@ -277,11 +277,12 @@ def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh_p, w_hr_p, le
         t = s if reverse else T - 1 - s
         if proj:
             lstm_backward_dht(t, dh, grad_out, lengths, dht_all, lo, hi)
-            matmul_packed_in(dht_all[t, lo:hi], w_hr_p, dhp[lo:hi], 0, dhp.shape[1], step_bytes)
+            matmul_packed_in(dht_all[t, lo:hi], w_hr_p, dhp[lo:hi], 0, dhp.shape[1], step_bytes,
+                             s)
         lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths, proj, dgates,
                            lo, hi)
         matmul_packed_in(dgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1],
-                         step_bytes)
+                         step_bytes, s)
         copy_live_rows(t, dh_new, dh, lengths, lo, hi)
 
 
@@ -309,7 +310,7 @@ def lstm_forward_columns(data, tid, size, xg, w_parts, jb, c, lengths, reverse, 
         for k in range(tid, jb.shape[0] - 1, size):
             j0, j1 = jb[k], jb[k + 1]
             n = j1 - j0
-            gate_columns(cur, w_parts, hg, H, 4, j0, j1)
+            gate_columns(cur, w_parts, hg, H, 4, j0, j1, s)
             for b in range(B):
                 if t < lengths[b]:
                     if need_grad:
@@ -355,4 +356,4 @@ def lstm_backward_columns(data, tid, size, grad_out, dh, dc, gates, cs, c0, w_pa
         barrier(data, size)
         for k in range(tid, jb.shape[0] - 1, size):
             state_gradient_columns(t, dgates[t], w_parts, dh_new, dh, lengths, jb[k], jb[k + 1],
-                                   False)
+                                   False, s)

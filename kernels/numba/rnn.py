@@ -58,7 +58,7 @@ def rnn_forward_recurrence(xg, w_hh_tp, h, lengths, reverse, relu, out, hg, lo, 
     T = xg.shape[0]
     for s in range(T):
         t = T - 1 - s if reverse else s
-        matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1])
+        matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, hg.shape[1], s)
         rnn_forward_step(t, xg, hg, h, lengths, relu, out, lo, hi)
 
 
@@ -73,7 +73,7 @@ def rnn_forward_fused(x, w_tp, bias_rows, h, lengths, reverse, relu, out, xh, pr
     for s in range(T):
         t = T - 1 - s if reverse else s
         stage_step_inputs(t, x, h, xh, lengths, lens_t, lo, hi)
-        matmul_packed(xh[lo:hi], w_tp, pre[0, lo:hi], 0, pre.shape[2])
+        matmul_packed(xh[lo:hi], w_tp, pre[0, lo:hi], 0, pre.shape[2], s)
         rnn_forward_step(0, pre, bias_rows, h, lens_t, relu, out[t:t + 1], lo, hi)
 
 
@@ -123,7 +123,7 @@ def rnn_backward_recurrence(grad_out, dh, hs, w_hh_p, lengths, reverse, relu, dg
     for s in range(T):
         t = s if reverse else T - 1 - s
         rnn_backward_step(t, grad_out, dh, hs, lengths, relu, dgates, lo, hi)
-        matmul_packed(dgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1])
+        matmul_packed(dgates[t, lo:hi], w_hh_p, dh_new[lo:hi], 0, dh_new.shape[1], s)
         copy_live_rows(t, dh_new, dh, lengths, lo, hi)
 
 
@@ -146,7 +146,7 @@ def rnn_forward_columns(data, tid, size, xg, w_parts, jb, lengths, reverse, relu
         for k in range(tid, jb.shape[0] - 1, size):
             j0, j1 = jb[k], jb[k + 1]
             n = j1 - j0
-            gate_columns(cur, w_parts, hg, H, 1, j0, j1)
+            gate_columns(cur, w_parts, hg, H, 1, j0, j1, s)
             for b in range(B):
                 if t < lengths[b]:
                     _rnn_forward_row(n, relu, xg[t, b, j0:], hg[b, j0:], out[t, b, j0:],
@@ -179,4 +179,4 @@ def rnn_backward_columns(data, tid, size, grad_out, dh, hs, w_parts, jb, lengths
         barrier(data, size)
         for k in range(tid, jb.shape[0] - 1, size):
             state_gradient_columns(t, dgates[t], w_parts, dh_new, dh, lengths, jb[k], jb[k + 1],
-                                   False)
+                                   False, s)
