@@ -195,7 +195,8 @@ STREAM_FROM_BYTES = cpu.l2_bytes()
 # on a 2-core Intel Xeon (48 KiB L1d; benchmarks/product_rate.py --zigzag, one thread,
 # interleaved; benchmarks/results/cpu-zigzag-2026-11-26-xeon.md): one row of a 64 KiB weight
 # (an LSTM's H = 64) 0.60 -> 0.44 us per step (1.36-1.39x), 256 KiB 1.05-1.07x, larger weights
-# and more rows within 2% either way. Only below STREAM_FROM_BYTES: the prefetch reads ahead in memory order.
+# and more rows within 2% either way. Only below STREAM_FROM_BYTES: the prefetch reads ahead in
+# memory order.
 
 @njit(**JIT)
 def matmul_packed(a, bp, out, n0, N, step):
