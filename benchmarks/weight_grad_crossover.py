@@ -6,8 +6,13 @@ inputs' width), with the bias gradient, as the LSTM/RNN backward needs them: tor
 transposed products plus a column sum, against gemm.weight_grads forced onto oneDNN. Prints
 both medians (interleaved, fastrnn.bench's timer), their ratio and the largest difference.
 Run: python benchmarks/weight_grad_crossover.py
+
+With --dx it sets gemm.COPY_WEIGHT_MIN_ROWS instead: the input gradient dx = dG @ W_ih, which
+reads the weight transposed, through torch.mm in place against copying W_ih^T contiguous and
+calling oneDNN's inner product (which takes contiguous weights only).
 """
 
+import argparse
 import math
 
 import torch
@@ -22,10 +27,43 @@ SHAPES = [(100, 1, 64, 4), (100, 4, 128, 4), (20, 16, 128, 4), (100, 16, 64, 4),
           (50, 8, 1024, 4)]
 
 
+# (M, I, gates x H) for dx: the grid's input widths at 100-6400 rows.
+DX_SHAPES = [(M, I, 4 * I) for M in (100, 400, 1600, 6400) for I in (64, 128, 256, 512, 1024)
+             if M * I <= 1600 * 1024]
+
+
 def main():
-    if gemm._BACKWARD_WEIGHTS is None or not gemm.onednn_enabled():
-        raise SystemExit("this torch build has no oneDNN backward-weights primitive")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dx", action="store_true", help="time the input gradient's weight copy")
+    dx = parser.parse_args().dx
+    if gemm._OPS is None or not gemm.onednn_enabled() or (
+            not dx and gemm._BACKWARD_WEIGHTS is None):
+        raise SystemExit("this torch build lacks the oneDNN primitive this compares")
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}")
+    if dx:
+        input_gradient()
+    else:
+        weight_gradients()
+
+
+def input_gradient():
+    linear = gemm._OPS[0]
+    for M, N, K in DX_SHAPES:
+        grad, w_ih = torch.randn(M, K), torch.randn(K, N)
+
+        def mm():
+            return grad @ w_ih
+
+        def copy_onednn():
+            return linear(grad, w_ih.t().contiguous(), None, "none", [], "")
+
+        err = (mm() - copy_onednn()).abs().max().item()
+        t_mm, t_dnn = timing.medians([mm, copy_onednn], 9)
+        print(f"M={M:5d} N={N:5d} K={K:5d}  torch.mm {t_mm:8.3f} ms  copy+oneDNN {t_dnn:8.3f} ms"
+              f"  torch.mm/(copy+oneDNN) {t_mm / t_dnn:5.2f}  max diff {err:.1e}", flush=True)
+
+
+def weight_gradients():
     for T, B, H, G in SHAPES:
         M, N = T * B, G * H
         grad, inputs = torch.randn(M, N), [torch.randn(M, H), torch.randn(M, H)]

@@ -7,6 +7,11 @@ L3 each step, where the Xeons' L3 is slower (taking the input projection inside 
 doubles the weight read per step, lost 20-35% on a Xeon at 2 MiB and won on the EPYCs up to
 8 MiB), and torch's oneDNN LSTM ran nearer the GEMM rate on the Xeons. So the rules keep one
 table per family. CPUs of other vendors (not measured) take the Intel tables.
+
+Where oneDNN's GEMMs stand against MKL's (torch.mm) the AMD generations disagree too: MKL takes
+its AVX2 code on AMD CPUs, which on Zen 4 (AVX-512 at half width) keeps up with oneDNN's AVX-512
+code, and on Zen 5 (full width) runs at about half its rate. gemm_family() tells them apart for
+the rules that hang on that (kernels/gemm.py).
 """
 
 import functools
@@ -14,12 +19,28 @@ import os
 
 AMD = "amd"
 INTEL = "intel"
+ZEN5 = "zen5"
+# /proc/cpuinfo's "cpu family" of AMD's Zen 5 (0x1A); Zen 3 and Zen 4 are 0x19.
+_ZEN5_CPU_FAMILY = 26
 
 
 @functools.cache
 def family():
     """AMD or INTEL: whose measured tables this machine takes."""
     return AMD if _vendor_id() in ("AuthenticAMD", "HygonGenuine") else INTEL
+
+
+@functools.cache
+def gemm_family():
+    """ZEN5 on AMD CPUs from Zen 5 on, else family(): whose measured oneDNN-against-MKL rules
+    this machine takes."""
+    if family() != AMD:
+        return family()
+    try:
+        generation = int(cpuinfo("cpu family"))
+    except ValueError:
+        return AMD
+    return ZEN5 if generation >= _ZEN5_CPU_FAMILY else AMD
 
 
 def _vendor_id():

@@ -6,7 +6,8 @@ shapes an RNN layer produces once the batch is a few dozen rows or the weight is
 (2-core AMD EPYC; benchmarks/gemm_crossover.py, recorded in
 benchmarks/results/cpu-gemm-2026-11-25.md); below that its ~15 us call overhead loses to MKL.
 On Intel CPUs MKL keeps up with oneDNN, and the one-off products and weight gradients follow
-their own measured rules (per CPU family, kernels/cpu.py).
+their own measured rules (per CPU family, and for the backward's products per AMD generation:
+kernels/cpu.py).
 Float32 only: oneDNN's float64 path does not exist and its 16-bit paths change rounding.
 Everything falls back to torch.mm when oneDNN is missing or disabled.
 """
@@ -89,13 +90,16 @@ _worth_onednn = WORTH_ONEDNN_BY_FAMILY[cpu.family()]
 
 
 # oneDNN takes the weight contiguous. A transposed view (the backward's W_ih^T) is copied first.
-# Whether that pays depends on the machine: on the Zen 4 EPYC (AVX-512 at 256-bit width, where
-# MKL's AVX2 code keeps up with oneDNN) the copy cost as much as the product at 64 rows and tied
-# at 1600 (4.05 vs 3.97 ms); on the Zen 5 EPYC (full-width AVX-512: oneDNN ~2x MKL) copy plus
-# oneDNN won 1.27-1.57x from 400 rows at every weight size of the grid and lost (0.66-0.91x) or
-# tied at 100 rows (benchmarks/results/cpu-weight-grads-2026-11-26-zen5.md). 400 rows: at most
-# a few percent of one product lost on the Zen 4, up to 2x won on the Zen 5.
-COPY_WEIGHT_MIN_ROWS = 400
+# Whether that pays depends on the machine (benchmarks/weight_grad_crossover.py --dx): on the
+# Zen 5 EPYC (full-width AVX-512: oneDNN ~2x MKL) copy plus oneDNN won 1.27-1.57x from 400 rows
+# at every weight size of the grid and lost (0.66-0.91x) or tied at 100 rows
+# (benchmarks/results/cpu-weight-grads-2026-11-26-zen5.md); on the Zen 4 EPYC (AVX-512 at half
+# width, where MKL's AVX2 code keeps up) it lost 0.41-0.61x at 100 rows and 0.76-0.86x at 400,
+# tied or won at 1600 (0.97-1.12x) and won at 6400 (1.07-1.16x;
+# benchmarks/results/cpu-weight-grads-2026-11-26-zen4.md). Intel CPUs take oneDNN for one-off
+# products below 400 rows only, so their copy never happens.
+COPY_WEIGHT_MIN_ROWS_BY_FAMILY = {cpu.AMD: 1600, cpu.ZEN5: 400, cpu.INTEL: 400}
+COPY_WEIGHT_MIN_ROWS = COPY_WEIGHT_MIN_ROWS_BY_FAMILY[cpu.gemm_family()]
 
 
 def linear(a, w, bias=None):
@@ -137,16 +141,18 @@ class RepeatedLinear:
 
 # Weight gradients grad^T @ a over all steps: oneDNN's inner-product backward-weights primitive
 # (reached through its own tensor format, one conversion of grad shared by every input) against
-# torch.mm's transposed product (~200 GFLOP/s here against oneDNN's ~450). Measured on the 2-core AMD
-# EPYC (Zen 5; benchmarks/weight_grad_crossover.py, recorded in
+# torch.mm's transposed product (benchmarks/weight_grad_crossover.py). On the 2-core Zen 5 EPYC
+# (torch.mm ~200 GFLOP/s there against oneDNN's ~450; recorded in
 # benchmarks/results/cpu-weight-grads-2026-11-26-zen5.md): oneDNN 1.34-1.84x faster from 2^24.3
 # multiply-adds per product, one tie (0.99x at 6400 x 256 x 256), and 0.39x at 2^20.6
-# (100 x 256 x 64), where the format conversions dominate. On an Intel Xeon (2 cores, AVX-512;
-# the same benchmark twice, recorded in benchmarks/results/cpu-gemm-2026-11-26-xeon.md) MKL's
-# torch.mm was faster at every shape but one tie (oneDNN took 1.1-1.9x as long from 2^24, 0.99x
-# and 1.11x at 6400 x 1024 x 256, 5-6x at 2^20.6), so Intel CPUs never take it (None).
-BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY = {cpu.AMD: 1 << 24, cpu.INTEL: None}
-BACKWARD_WEIGHTS_MIN_MACS = BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[cpu.family()]
+# (100 x 256 x 64), where the format conversions dominate. On the 2-core Zen 4 EPYC (two runs,
+# recorded in benchmarks/results/cpu-weight-grads-2026-11-26-zen4.md) oneDNN never won by more
+# than 1.09x and lost up to 0.63x from 2^24 (0.28-0.34x at 2^20.6). On an Intel Xeon (2 cores,
+# AVX-512; the same benchmark twice, recorded in benchmarks/results/cpu-gemm-2026-11-26-xeon.md)
+# MKL's torch.mm was faster at every shape but one tie (oneDNN took 1.1-1.9x as long from 2^24,
+# 0.99x and 1.11x at 6400 x 1024 x 256, 5-6x at 2^20.6). So only Zen 5 takes it; None: never.
+BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY = {cpu.AMD: None, cpu.ZEN5: 1 << 24, cpu.INTEL: None}
+BACKWARD_WEIGHTS_MIN_MACS = BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[cpu.gemm_family()]
 
 
 @functools.cache

@@ -19,9 +19,7 @@ def cpu_family(request, monkeypatch):
     from fastrnn.kernels import cpu, gemm
     from fastrnn.kernels.numba import launch
     family = {"amd": cpu.AMD, "intel": cpu.INTEL}[request.param]
-    monkeypatch.setattr(gemm, "_worth_onednn", gemm.WORTH_ONEDNN_BY_FAMILY[family])
-    monkeypatch.setattr(gemm, "BACKWARD_WEIGHTS_MIN_MACS",
-                        gemm.BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[family])
+    set_gemm_family(monkeypatch, family)
     monkeypatch.setattr(launch, "COLUMNS_TIERS", launch.columns_tiers(family))
     monkeypatch.setattr(launch, "FUSE_MAX_WEIGHT_BYTES",
                         launch.FUSE_MAX_WEIGHT_BYTES_BY_FAMILY[family])
@@ -30,3 +28,21 @@ def cpu_family(request, monkeypatch):
     monkeypatch.setattr(native, "_TRAINING_TORCH_ROWS",
                         native._TRAINING_TORCH_ROWS_BY_FAMILY[family])
     return family
+
+
+@pytest.fixture(params=["zen4", "zen5", "intel"])
+def gemm_family(request, monkeypatch):
+    """The oneDNN-against-MKL product rules (kernels/gemm.py) set as on a machine of the
+    parametrised family or AMD generation, whichever this one is."""
+    from fastrnn.kernels import cpu
+    set_gemm_family(monkeypatch, {"zen4": cpu.AMD, "zen5": cpu.ZEN5, "intel": cpu.INTEL}[request.param])
+    return request.param
+
+
+def set_gemm_family(monkeypatch, gemm_family):
+    from fastrnn.kernels import cpu, gemm
+    family = cpu.INTEL if gemm_family == cpu.INTEL else cpu.AMD
+    monkeypatch.setattr(gemm, "_worth_onednn", gemm.WORTH_ONEDNN_BY_FAMILY[family])
+    monkeypatch.setattr(gemm, "BACKWARD_WEIGHTS_MIN_MACS",
+                        gemm.BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[gemm_family])
+    monkeypatch.setattr(gemm, "COPY_WEIGHT_MIN_ROWS", gemm.COPY_WEIGHT_MIN_ROWS_BY_FAMILY[gemm_family])

@@ -14,7 +14,7 @@ SHAPES = [(1, 64, 256), (3, 512, 2048), (64, 256, 1024), (128, 33, 7), (1600, 16
 
 @pytest.mark.parametrize("M, K, N", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_linear_matches_mm(M, K, N, dtype, cpu_family):
+def test_linear_matches_mm(M, K, N, dtype, gemm_family):
     torch.manual_seed(0)
     a, w, b = torch.randn(M, K, dtype=dtype), torch.randn(N, K, dtype=dtype), torch.randn(N, dtype=dtype)
     exact_a, exact_w, exact_b = a.double(), w.double(), b.double()
@@ -54,8 +54,8 @@ def test_module_on_onednn_sized_layer_matches_torch(kind, monkeypatch):
     check_parity(kind, "numba", torch.float32, 16, H, 3, B, form="packed_unsorted", bidirectional=True)
 
 
-# Shapes below and above 2^24 multiply-adds (the AMD gemm.BACKWARD_WEIGHTS_MIN_MACS), with each
-# family's rule (cpu_family), so both paths run on any CPU.
+# Shapes below and above 2^24 multiply-adds (Zen 5's gemm.BACKWARD_WEIGHTS_MIN_MACS), with each
+# family's rule (gemm_family), so both paths run on any CPU.
 WEIGHT_GRAD_SHAPES = [(100, 256, [64]), (320, 512, [128, 128]), (1600, 96, [200]),
                       (6400, 1024, [256, 256]), (1, 8, [4])]
 
@@ -63,7 +63,7 @@ WEIGHT_GRAD_SHAPES = [(100, 256, [64]), (320, 512, [128, 128]), (1600, 96, [200]
 @pytest.mark.parametrize("M, N, Ks", WEIGHT_GRAD_SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bias", [False, True])
-def test_weight_grads_match_mm(M, N, Ks, dtype, bias, cpu_family):
+def test_weight_grads_match_mm(M, N, Ks, dtype, bias, gemm_family):
     torch.manual_seed(1)
     grad = torch.randn(M, N, dtype=dtype)
     # The second input is a transposed (non-contiguous) view, as previous states can be.
@@ -82,14 +82,14 @@ def test_weight_grads_match_mm(M, N, Ks, dtype, bias, cpu_family):
         assert db is None
 
 
-def test_weight_grads_take_onednn_from_the_measured_size(monkeypatch, cpu_family):
-    # AMD CPUs from 2^24 multiply-adds per product; Intel CPUs never (MKL was faster).
+def test_weight_grads_take_onednn_from_the_measured_size(monkeypatch, gemm_family):
+    # Zen 5 from 2^24 multiply-adds per product; Zen 4 and Intel CPUs never (MKL kept up).
     if gemm._BACKWARD_WEIGHTS is None or not torch.backends.mkldnn.is_available():
         pytest.skip("this torch build has no oneDNN backward-weights primitive")
     calls = []
     real = gemm._BACKWARD_WEIGHTS
     monkeypatch.setattr(gemm, "_BACKWARD_WEIGHTS", lambda *a: calls.append(1) or real(*a))
-    amd = cpu_family == "amd"
+    amd = gemm_family == "zen5"
     gemm.weight_grads(torch.randn(400, 512), [torch.randn(400, 128)])       # 2^24.6 MACs
     assert calls == [1] * amd
     # Per input: the small one takes torch.mm, the bias comes from the first oneDNN product.
@@ -121,6 +121,22 @@ def test_one_off_products_take_onednn_where_measured_faster(monkeypatch, cpu_fam
     assert calls == ([8, 64, 399, 400, 800, 6400] if amd else [64, 399])
 
 
+def test_transposed_weights_are_copied_for_onednn_from_the_measured_rows(monkeypatch, gemm_family):
+    # The backward's dx = dG @ W_ih reads W_ih^T: copied contiguous for oneDNN from 400 rows on
+    # Zen 5 and 1600 on Zen 4; Intel CPUs send those rows to torch.mm anyway.
+    if gemm._OPS is None or not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN linear")
+    calls = []
+    real = gemm._OPS
+    monkeypatch.setattr(gemm, "_OPS", (lambda *a: calls.append(a[0].shape[0]) or real[0](*a),
+                                       real[1]))
+    w_t = torch.randn(512, 256).t()                 # (N, K) = (256, 512), not contiguous
+    for M in (399, 400, 1599, 1600):
+        a = torch.randn(M, 512)
+        torch.testing.assert_close(gemm.linear(a, w_t), a @ w_t.t(), atol=1e-3, rtol=1e-4)
+    assert calls == {"zen4": [1600], "zen5": [400, 1599, 1600], "intel": []}[gemm_family]
+
+
 @pytest.mark.parametrize("kind, kw", [("lstm", {}), ("lstm", {"proj_size": 24}), ("gru", {}),
                                       ("rnn", {}), ("gru", {"bias": False})])
 def test_modules_with_onednn_weight_grads_match_torch(kind, kw, monkeypatch):
@@ -131,9 +147,9 @@ def test_modules_with_onednn_weight_grads_match_torch(kind, kw, monkeypatch):
     real = gemm._BACKWARD_WEIGHTS
     if real is not None:
         monkeypatch.setattr(gemm, "_BACKWARD_WEIGHTS", lambda *a: calls.append(1) or real(*a))
-    # The AMD rule, which takes oneDNN from 2^24 (Intel CPUs never do), whatever this CPU is.
+    # Zen 5's rule, which takes oneDNN from 2^24 (other CPUs never do), whatever this CPU is.
     monkeypatch.setattr(gemm, "BACKWARD_WEIGHTS_MIN_MACS",
-                        gemm.BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[cpu.AMD])
+                        gemm.BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[cpu.ZEN5])
     check_parity(kind, "numba", torch.float32, 256, 256, 20, 16, form="packed_unsorted",
                  bidirectional=True, **kw)
     if real is not None and torch.backends.mkldnn.is_available():

@@ -428,3 +428,22 @@ def test_cpu_family_from_the_vendor(monkeypatch, vendor, family):
         assert cpu.family() == family
     finally:
         cpu.family.cache_clear()
+
+
+@pytest.mark.parametrize("vendor,generation,family", [
+    ("AuthenticAMD", "25", "amd"), ("AuthenticAMD", "26", "zen5"), ("AuthenticAMD", "27", "zen5"),
+    ("AuthenticAMD", "", "amd"), ("HygonGenuine", "24", "amd"), ("GenuineIntel", "6", "intel"),
+    ("GenuineIntel", "26", "intel")])
+def test_gemm_family_from_the_amd_generation(monkeypatch, vendor, generation, family):
+    # The oneDNN-against-MKL rules (kernels/gemm.py): Zen 5's for AMD CPU family 26 and later,
+    # the Zen 4 ones for earlier AMD CPUs and when the family cannot be read; Intel's for Intel.
+    from fastrnn.kernels import cpu
+    monkeypatch.setattr(cpu, "_vendor_id", lambda: vendor)
+    monkeypatch.setattr(cpu, "cpuinfo", lambda field: {"cpu family": generation}.get(field, ""))
+    cpu.family.cache_clear()
+    cpu.gemm_family.cache_clear()
+    try:
+        assert cpu.gemm_family() == family
+    finally:
+        cpu.family.cache_clear()
+        cpu.gemm_family.cache_clear()
