@@ -5,7 +5,8 @@ The shapes are the per-thread products of the recurrences: (rows, P, G*H) forwar
 median of 15 runs. Run: python benchmarks/product_rate.py
 
 With --chunks 0,64,96,128 the k loop's chunk size (linalg.K_BLOCK_BYTES; 0: the whole of K in
-one chunk) is compared instead, the sizes interleaved so that a noisy machine moves them alike.
+one chunk) is compared instead, the sizes interleaved so that a noisy machine moves them alike,
+each prefetching where linalg would (weights from STREAM_FROM_BYTES).
 With --prefetch the product with and without prefetching the next chunk (linalg.STREAM_FROM_BYTES)
 is compared the same way, on weights from 256 KiB to 8 MiB. With --align, the packed weight
 starting on a cache line (simd.aligned_empty) against 16 bytes past one (numpy's usual). With
@@ -112,8 +113,9 @@ def main():
         chunks = [int(c) for c in args.chunks.split(",")]
         print("shape  " + "  ".join(f"{c or 'K':>5}" for c in chunks) + "   (GFLOP/s, float32)")
         for M, K, N in CHUNK_SHAPES:
-            r = rates(M, K, N, np.float32, [(c or K, False) for c in chunks], runs=11)
-            print(f"{M}x{K}x{N}  " + "  ".join(f"{r[(c or K, False)]:5.1f}" for c in chunks),
+            prefetch = K * N * 4 >= STREAM_FROM_BYTES
+            r = rates(M, K, N, np.float32, [(c or K, prefetch) for c in chunks], runs=11)
+            print(f"{M}x{K}x{N}  " + "  ".join(f"{r[(c or K, prefetch)]:5.1f}" for c in chunks),
                   flush=True)
         return
     if args.prefetch:

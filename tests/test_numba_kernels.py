@@ -17,7 +17,8 @@ pytest.importorskip("numba")
 
 from fastrnn import ops, reference  # noqa: E402
 from fastrnn.kernels import numba as nb  # noqa: E402
-from fastrnn.kernels.numba import launch, team  # noqa: E402
+from fastrnn.kernels import cpu  # noqa: E402
+from fastrnn.kernels.numba import launch, linalg, team  # noqa: E402
 
 TOL = {torch.float64: dict(atol=1e-9, rtol=1e-7), torch.float32: dict(atol=3e-5, rtol=2e-4)}
 CELLS = ["lstm", "lstm_proj", "gru", "gru_no_bhn", "rnn_tanh", "rnn_relu"]
@@ -476,18 +477,23 @@ def test_packed_product_odd_shapes(dtype):
                                            err_msg=f"{M}x{K}x{N}")
 
 
+# Intel's chunk of the product's k loop (linalg.K_BLOCK_BYTES), in rows of a 4-vector panel: what
+# the chunked cases below take as K past one chunk, on any CPU.
+INTEL_K_BLOCK_ROWS = linalg.k_block_rows(linalg.K_BLOCK_BYTES_BY_FAMILY[cpu.INTEL])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_packed_product_backwards_panels_are_the_same_to_the_bit(dtype):
     # A recurrence's odd steps take the panels last to first (linalg.matmul_packed): every
     # column must come out exactly as in the forward order, with leftover one-vector panels and
     # single columns, k in chunks, into columns n0.. of a wider out, and matmul_packed_in leaves
     # the order alone where it prefetches.
-    from fastrnn.kernels.numba.linalg import (K_BLOCK_ROWS, matmul_packed, matmul_packed_blocked,
-                                              matmul_packed_in, pack_weight, panel_width)
+    from fastrnn.kernels.numba.linalg import (matmul_packed, matmul_packed_blocked, matmul_packed_in,
+                                              pack_weight, panel_width)
     rng = np.random.default_rng(2)
     W = panel_width(dtype)
     for M in (1, 2, 3, 5, 8):
-        for K in (1, 33, K_BLOCK_ROWS + 7):
+        for K in (1, 33, INTEL_K_BLOCK_ROWS + 7):
             for N in (W, 3 * W, 3 * W + W // 4 + 3):
                 a = rng.standard_normal((M, K)).astype(dtype)
                 b_full = rng.standard_normal((K, N)).astype(dtype)
@@ -520,12 +526,14 @@ def test_packed_product_k_chunks(dtype, prefetch):
     # (the first chunk must not read out, the later ones must add to it, columns outside
     # n0..n0+N stay untouched), and K past the default chunk through matmul_packed itself;
     # with and without prefetching the next chunk (a hint: the sums must not change, and 4-12
-    # rows give the 4-row blocks each a share of the next chunk's lines).
-    from fastrnn.kernels.numba.linalg import (K_BLOCK_ROWS, matmul_packed,
+    # rows give the 4-row blocks each a share of the next chunk's lines). The default chunk is
+    # Intel's (AMD CPUs take all of K in one, k_block_rows(None)).
+    from fastrnn.kernels.numba.linalg import (k_block_rows, matmul_packed,
                                               matmul_packed_blocked, pack_weight, panel_width)
+    assert k_block_rows(None) > 1 << 31
     rng = np.random.default_rng(1)
     W = panel_width(dtype)
-    default = K_BLOCK_ROWS
+    default = INTEL_K_BLOCK_ROWS
     cases = [(M, K, kc) for M in (1, 3, 6, 7, 12) for K, kc in ((12, 4), (13, 4), (13, 2), (9, 1))]
     cases += [(5, 2 * default + 3, None), (4, default, None), (9, 3 * default, None)]
     for M, K, kc in cases:
@@ -548,7 +556,6 @@ def test_l2_size_read_from_sysfs(tmp_path):
     # The product prefetches from one core's L2 size (linalg.STREAM_FROM_BYTES), read from
     # sysfs: the level-2 entry among the cache indexes, in K or M; a missing or unreadable tree
     # gives the default.
-    from fastrnn.kernels import cpu
     from fastrnn.kernels.numba.linalg import STREAM_FROM_BYTES
     for index, (level, size) in enumerate((("1", "48K"), ("1", "32K"), ("2", "2048K"),
                                            ("3", "266240K"))):

@@ -164,15 +164,27 @@ def slice_offset(K, groups, j0, j1, g):
 # with AVX-512) when K is larger: a chunk stays in L1 while every block of rows reads it, where a
 # whole panel (128 KiB at K = 512) came from L2 again for each block of 4 rows and those loads,
 # not the multiply-adds, bound the loop. Each chunk after the first adds to the partial sums in
-# out (one load and store per 4 rows x 4 vectors). Measured on a 2-core Intel Xeon (48 KiB L1d,
-# 2 MiB L2; `python benchmarks/product_rate.py --chunks 0,64,96,128`, one thread, interleaved;
-# benchmarks/results/cpu-product-chunks-2026-11-26-xeon.md): 1.07-1.20x at K = 256-2048 with
-# 8-64 rows (64x256x256 124 -> 146 GFLOP/s, 64x1024x2048 110 -> 126), 96 and 128 rows within
-# 3% of each other, 64 slower; a 96-row chunk cost 5% at K = 128 (one panel of 32 KiB fits L1
-# whole). Ties in that machine's slow periods (every size ~30% slower, memory-bound); whole LSTM
-# layers moved by less than its noise. Not measured on a 32 KiB L1 (Zen 4).
-K_BLOCK_BYTES = 32 << 10
-K_BLOCK_ROWS = max(1, K_BLOCK_BYTES // (4 * simd.VECTOR_BYTES))   # rows of a 4-vector panel
+# out (one load and store per 4 rows x 4 vectors). Per CPU family (kernels/cpu.py), measured with
+# `python benchmarks/product_rate.py --chunks ...` (one thread, interleaved):
+# - Intel Xeon (48 KiB L1d, 2 MiB L2; benchmarks/results/cpu-product-chunks-2026-11-26-xeon.md):
+#   1.07-1.20x at K = 256-2048 with 8-64 rows (64x256x256 124 -> 146 GFLOP/s, 64x1024x2048
+#   110 -> 126), 96 and 128 rows within 3% of each other, 64 slower; a 96-row chunk cost 5% at
+#   K = 128. Whole LSTM layers moved by less than that machine's noise.
+# - Zen 4 EPYC (32 KiB L1d, 1 MiB L2; twice, prefetching as below;
+#   benchmarks/results/cpu-product-chunks-2026-11-26-zen4.md): the whole of K in one chunk was
+#   as fast or faster everywhere: 128-row chunks 0.95-0.98x at K = 256-512 (its L2 feeds the
+#   loop at the rate of the multiply-adds), tied at 64x1024x2048 and 0.87-0.89x at 4x1024x4096,
+#   where every extra pass over out waits on memory. None: one chunk.
+K_BLOCK_BYTES_BY_FAMILY = {cpu.AMD: None, cpu.INTEL: 32 << 10}
+K_BLOCK_BYTES = K_BLOCK_BYTES_BY_FAMILY[cpu.family()]
+
+
+def k_block_rows(block_bytes):
+    """Rows of a 4-vector panel in a chunk of block_bytes (None: all of any K)."""
+    return max(1, block_bytes // (4 * simd.VECTOR_BYTES)) if block_bytes else 1 << 40
+
+
+K_BLOCK_ROWS = k_block_rows(K_BLOCK_BYTES)
 
 # A step whose products read STREAM_FROM_BYTES of packed weight or more (one core's L2: the
 # weight cannot stay there from one step to the next) has the 4-row blocks prefetch the next
