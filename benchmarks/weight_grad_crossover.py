@@ -7,7 +7,10 @@ transposed products plus a column sum, against gemm.weight_grads forced onto one
 both medians (interleaved, fastrnn.bench's timer), their ratio and the largest difference.
 Run: python benchmarks/weight_grad_crossover.py
 
-With --dx it sets gemm.COPY_WEIGHT_MIN_ROWS instead: the input gradient dx = dG @ W_ih, which
+With --numba it sets launch.OWN_WEIGHT_GRAD_MAX_STEPS instead: the same gradients through
+torch.mm against the numba backend's own product (launch.weight_grads), which reads dG in place.
+
+With --dx it sets gemm.COPY_WEIGHT_MIN_ROWS: the input gradient dx = dG @ W_ih, which
 reads the weight transposed, through torch.mm in place against copying W_ih^T contiguous and
 calling oneDNN's inner product (which takes contiguous weights only).
 """
@@ -35,15 +38,45 @@ DX_SHAPES = [(M, I, 4 * I) for M in (100, 400, 1600, 6400) for I in (64, 128, 25
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dx", action="store_true", help="time the input gradient's weight copy")
-    dx = parser.parse_args().dx
-    if gemm._OPS is None or not gemm.onednn_enabled() or (
-            not dx and gemm._BACKWARD_WEIGHTS is None):
-        raise SystemExit("this torch build lacks the oneDNN primitive this compares")
+    parser.add_argument("--numba", action="store_true",
+                        help="time the numba backend's weight gradients against torch.mm")
+    args = parser.parse_args()
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}")
-    if dx:
+    if args.numba:
+        own_weight_gradients()
+        return
+    if gemm._OPS is None or not gemm.onednn_enabled() or (
+            not args.dx and gemm._BACKWARD_WEIGHTS is None):
+        raise SystemExit("this torch build lacks the oneDNN primitive this compares")
+    if args.dx:
         input_gradient()
     else:
         weight_gradients()
+
+
+def own_weight_gradients():
+    from fastrnn.kernels.numba import launch
+    for T, B, H, G in SHAPES:
+        M, N = T * B, G * H
+        grad, inputs = torch.randn(M, N), [torch.randn(M, H), torch.randn(M, H)]
+
+        def mm():
+            return [grad.t() @ a for a in inputs], grad.sum(0)
+
+        def own():
+            saved = launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS
+            launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS = 1 << 40, 0
+            try:
+                return launch.weight_grads(grad, inputs, True)
+            finally:
+                launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS = saved
+
+        (a, b), (c, d) = mm(), own()
+        err = max((x - y).abs().max().item() for x, y in zip(a + [b], c + [d]))
+        t_mm, t_own = timing.medians([mm, own], 9)
+        print(f"M={M:5d} N={N:5d} K={H:5d}  2^{math.log2(M * N * H):4.1f} MACs  "
+              f"torch.mm {t_mm:8.3f} ms  numba {t_own:8.3f} ms  torch.mm/numba {t_mm / t_own:5.2f}"
+              f"  max diff {err:.1e}", flush=True)
 
 
 def input_gradient():
@@ -82,8 +115,8 @@ def weight_gradients():
         (a, b), (c, d) = mm(), onednn()
         err = max((x - y).abs().max().item() for x, y in zip(a + [b], c + [d]))
         t_mm, t_dnn = timing.medians([mm, onednn], 9)
-        print(f"M={M:5d} N={N:5d} K={H:5d}  2^{math.log2(M * N * H):4.1f} MACs  torch.mm {t_mm:8.3f} ms"
-              f"  oneDNN {t_dnn:8.3f} ms  torch.mm/oneDNN {t_mm / t_dnn:5.2f}  max diff {err:.1e}",
+        print(f"M={M:5d} N={N:5d} K={H:5d}  2^{math.log2(M * N * H):4.1f} MACs  "
+              f"torch.mm {t_mm:8.3f} ms  oneDNN {t_dnn:8.3f} ms  torch.mm/oneDNN {t_mm / t_dnn:5.2f}  max diff {err:.1e}",
               flush=True)
 
 

@@ -13,7 +13,8 @@ tensor (B,) on x's device (see fastrnn.steps for the live-step rule).
 import torch
 from torch.autograd.function import once_differentiable
 
-from .kernels.gemm import RepeatedLinear, linear, weight_grads
+from .kernels.gemm import RepeatedLinear, linear
+from .kernels.gemm import weight_grads as gemm_weight_grads
 from .steps import previous_states
 
 
@@ -64,11 +65,13 @@ def _projection(x, w_ih, bias, backend):
     return _input_projection(x, w_ih, bias)
 
 
-def _weight_grads(need, x, w_ih, dxg, dhg, hprev):
-    """dx, dW_ih, dW_hh, db_ih, db_hh from the gate gradients of all steps, as GEMMs.
+def _weight_grads(need, x, w_ih, dxg, dhg, hprev, backend):
+    """dx, dW_ih, dW_hh, db_ih, db_hh from the gate gradients of all steps, as GEMMs (the
+    weight gradients through the backend's own weight_grads when it has one).
 
     ``need`` flags which of the five are wanted (None is returned for the others).
     """
+    weight_grads = getattr(backend, "weight_grads", gemm_weight_grads)
     T, B, I = x.shape
     dxg2 = dxg.reshape(T * B, dxg.shape[2])
     dhg2 = dxg2 if dhg is dxg else dhg.reshape(T * B, dhg.shape[2])
@@ -120,7 +123,8 @@ class LSTMFunction(torch.autograd.Function):
             w_hh, w_hr, h0, c0, out, lengths, ctx.reverse)
         hprev = previous_states(out, h0, lengths, ctx.reverse)
         need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[3:7], x, w_ih, dg, dg, hprev)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(
+            need[:1] + need[3:7], x, w_ih, dg, dg, hprev, ctx.backend)
         return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, None, None, None
 
 
@@ -155,7 +159,8 @@ class GRUFunction(torch.autograd.Function):
             w_hh, b_hn, h0, out, lengths, ctx.reverse)
         hprev = previous_states(out, h0, lengths, ctx.reverse)
         need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[2:6], x, w_ih, dxg, dhg, hprev)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(
+            need[:1] + need[2:6], x, w_ih, dxg, dhg, hprev, ctx.backend)
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
 
 
@@ -182,7 +187,8 @@ class RNNFunction(torch.autograd.Function):
             w_hh, h0, out, lengths, ctx.reverse, ctx.nonlinearity)
         hprev = previous_states(out, h0, lengths, ctx.reverse)
         need = ctx.needs_input_grad
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(need[:1] + need[2:6], x, w_ih, dg, dg, hprev)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(
+            need[:1] + need[2:6], x, w_ih, dg, dg, hprev, ctx.backend)
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None, None
 
 

@@ -16,6 +16,9 @@ This file is also the specification of the backend interface. Every backend modu
     rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonlinearity)
         -> (dgates, dh0)
 
+and optionally weight_grads(grad, inputs, bias) -> ([grad^T @ a for a in inputs], db or None),
+taking over the weight gradients from kernels.gemm.weight_grads (same contract).
+
 One layer, one direction, time-major. T steps, B sequences, H hidden, P = proj_size or H.
 - ``xg`` (T, B, G*H): input projection for all steps with the biases folded in. LSTM/RNN:
   x W_ih^T + b_ih + b_hh. GRU: x W_ih^T + b_ih + [b_hr, b_hz, 0]; ``b_hn`` (H,) or None is

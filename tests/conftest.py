@@ -35,7 +35,8 @@ def gemm_family(request, monkeypatch):
     """The oneDNN-against-MKL product rules (kernels/gemm.py) set as on a machine of the
     parametrised family or AMD generation, whichever this one is."""
     from fastrnn.kernels import cpu
-    set_gemm_family(monkeypatch, {"zen4": cpu.AMD, "zen5": cpu.ZEN5, "intel": cpu.INTEL}[request.param])
+    family = {"zen4": cpu.AMD, "zen5": cpu.ZEN5, "intel": cpu.INTEL}[request.param]
+    set_gemm_family(monkeypatch, family)
     return request.param
 
 
@@ -45,4 +46,5 @@ def set_gemm_family(monkeypatch, gemm_family):
     monkeypatch.setattr(gemm, "_worth_onednn", gemm.WORTH_ONEDNN_BY_FAMILY[family])
     monkeypatch.setattr(gemm, "BACKWARD_WEIGHTS_MIN_MACS",
                         gemm.BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[gemm_family])
-    monkeypatch.setattr(gemm, "COPY_WEIGHT_MIN_ROWS", gemm.COPY_WEIGHT_MIN_ROWS_BY_FAMILY[gemm_family])
+    monkeypatch.setattr(gemm, "COPY_WEIGHT_MIN_ROWS",
+                        gemm.COPY_WEIGHT_MIN_ROWS_BY_FAMILY[gemm_family])

@@ -1,6 +1,7 @@
 """CPU kernels in Numba: the "numba" backend (interface: see fastrnn/reference.py).
 
-Only the recurrences run here; the caller does the input and weight GEMMs. Modules:
+Only the recurrences run here, and (where measured faster) the weight gradients; the caller
+does the other GEMMs. Modules:
 activations (fast vectorisable sigmoid/tanh), simd (explicit vector registers), linalg (per-step
 product), lstm/gru/rnn (the recurrences, over a range of batch rows), team (running a compiled
 function on torch's OpenMP threads), threaded (the kernels as entries for team), launch (tensor
@@ -16,7 +17,7 @@ so users never meet this.)
 import torch
 
 from .launch import (PROJECTS_INPUT, explain, gru_backward, gru_forward, lstm_backward,
-                     lstm_forward, rnn_backward, rnn_forward)
+                     lstm_forward, rnn_backward, rnn_forward, weight_grads)
 
 NAME = "numba"
 
@@ -28,4 +29,4 @@ def supports(device, dtype):
 
 
 __all__ = ["NAME", "PROJECTS_INPUT", "supports", "explain", "lstm_forward", "lstm_backward",
-           "gru_forward", "gru_backward", "rnn_forward", "rnn_backward"]
+           "gru_forward", "gru_backward", "rnn_forward", "rnn_backward", "weight_grads"]

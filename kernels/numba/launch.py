@@ -12,7 +12,8 @@ import torch
 from numba.core.errors import NumbaError
 
 from .. import cpu
-from ..gemm import RepeatedLinear, linear, packs, weight_grads
+from .. import gemm
+from ..gemm import RepeatedLinear, linear, packs
 from . import pool, simd, team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
@@ -614,6 +615,49 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
         # One GEMM over all steps instead of T small ones; dead steps have dht = 0.
         dw_hr = _out(weight_grads(dht_all.reshape(T * B, P), [saved[2].reshape(T * B, H)])[0][0], dtype)
     return _out(dgates, dtype), _out(dh, dtype), _out(dc, dtype), dw_hr
+
+
+# Weight gradients dW = dG^T a over all T x B steps: the compiled product reading dG in place
+# (linalg.matmul_packed_at, the rows of dW split over torch's threads) against torch.mm's
+# transposed product, which on the Zen 4 EPYC ran at 155-195 GFLOP/s on these shapes (MKL is
+# weakest when the steps, its k, are few). Where each wins is measured per CPU family
+# (benchmarks/weight_grad_crossover.py --numba); 0: never (not measured on Intel CPUs).
+OWN_WEIGHT_GRAD_MAX_STEPS_BY_FAMILY = {cpu.AMD: 3200, cpu.INTEL: 0}
+OWN_WEIGHT_GRAD_MAX_STEPS = OWN_WEIGHT_GRAD_MAX_STEPS_BY_FAMILY[cpu.family()]
+OWN_WEIGHT_GRAD_MIN_MACS = 1 << 24
+
+
+def _own_weight_grads(grad, inputs):
+    M, N = grad.shape
+    return (0 < M <= OWN_WEIGHT_GRAD_MAX_STEPS and grad.dtype in _NUMPY_DTYPES
+            and all(a.dtype == grad.dtype for a in inputs)
+            and M * N * sum(a.shape[1] for a in inputs) >= OWN_WEIGHT_GRAD_MIN_MACS)
+
+
+def weight_grads(grad, inputs, bias=False):
+    """gemm.weight_grads (the gradients of weights shared by all steps, grad (M, N) over M
+    steps x rows, inputs up to two (M, K) tensors), through the compiled product where it was
+    measured faster than torch's GEMMs, else through gemm.weight_grads."""
+    if not inputs or len(inputs) > 2 or not _own_weight_grads(grad, inputs):
+        return gemm.weight_grads(grad, inputs, bias)
+    cdt = grad.dtype
+    N = grad.shape[1]
+    g = grad.detach().contiguous().numpy()
+    packed = [pack_weight(_np_view(a, cdt)) for a in inputs]
+    outs = [empty((N, a.shape[1]), cdt) for a in inputs]
+    second = (packed[1], outs[1].numpy()) if len(inputs) == 2 else (_dummy(cdt, 1),
+                                                                    _no_columns(N, cdt))
+    # Chunks of whole 4-row blocks, one per thread.
+    chunks = max(1, min(team.threads(), N // 4))
+    bounds = (np.arange(chunks + 1, dtype=np.int64) * (N // 4) // chunks) * 4
+    bounds[-1] = N
+    team.run(_compiled(threaded.weight_grads_entry),
+             team.pack(cdt.itemsize, bounds, g, packed[0], outs[0].numpy(), *second))
+    return outs, (grad.sum(0) if bias else None)
+
+
+def _no_columns(N, cdt):
+    return np.empty((N, 0), _NUMPY_DTYPES[cdt])
 
 
 def _mm_live(product, dst, t, lengths, lens, combine):

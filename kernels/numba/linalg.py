@@ -14,10 +14,11 @@ outgrew L1 (benchmarks/product_rate.py, benchmarks/results/cpu-product-2026-11-2
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from .. import cpu
 from . import simd
-from .config import JIT
+from .config import FASTMATH, JIT
 from .simd import unsigned
 
 
@@ -277,6 +278,20 @@ def matmul_packed_blocked(a, bp, out, n0, N, kc, prefetch, backwards):
             out[m, n0 + n] = _dot(a, bp, m, n * K, K, L)
 
 
+# The weight gradients' chunk of k (steps x rows), in rows of a 4-vector panel: 32 KiB of panel,
+# so a chunk stays in L1 while every 4-row block of the gradient reads it.
+WEIGHT_GRAD_K_BLOCK_ROWS = k_block_rows(32 << 10)
+
+
+@njit(**JIT)
+def matmul_packed_at(g, bp, out, m0, m1):
+    """out[m0:m1] = g[:, m0:m1]^T @ b for g (K, M) C-contiguous and b (K, N) packed by
+    pack_weight: rows m0 .. m1-1 of a weight gradient dW = dG^T a over all steps, reading dG
+    in place (each k's 4 rows of a block are 4 neighbours in a row of g)."""
+    matmul_packed_blocked(g.T[m0:m1], bp, out[m0:m1], 0, out.shape[1], WEIGHT_GRAD_K_BLOCK_ROWS,
+                          False, False)
+
+
 @njit(inline="always")
 def _start(out, o, more):
     """A block's accumulator: the partial sum at out[o:] when more, else zeros."""
@@ -453,9 +468,21 @@ def _vector(a, bp, out, m, n, base, K, N, L):
     simd.store(out, m * N + n, simd.add(simd.add(c0, c1), simd.add(c2, c3)))
 
 
-@njit(inline="always")
 def _dot(a, bp, m, base, K, L):
-    """a[m] . bp[base:base+K] (one of the last columns, stored contiguously)."""
+    """a[m] . bp[base:base+K] (one of the last columns, stored contiguously): vector loads of
+    a's row when a is C-contiguous, elements one by one when it is a strided view (a
+    transposed gradient, see matmul_packed_at)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(_dot, inline="always", jit_options=dict(fastmath=FASTMATH, error_model="numpy"))
+def _dot_by_layout(a, bp, m, base, K, L):
+    if a.layout == "C":
+        return _dot_contiguous
+    return _dot_strided
+
+
+def _dot_contiguous(a, bp, m, base, K, L):
     acc = simd.zeros(bp)
     o = m * K
     k = 0
@@ -466,6 +493,13 @@ def _dot(a, bp, m, base, K, L):
     while k < K:
         total += a[m, k] * bp[base + k]
         k += 1
+    return total
+
+
+def _dot_strided(a, bp, m, base, K, L):
+    total = bp.dtype.type(0)
+    for k in range(K):
+        total += a[m, k] * bp[base + k]
     return total
 
 

@@ -15,7 +15,7 @@ from numba import cfunc, njit, types
 
 from .gru import (gru_backward_columns, gru_backward_recurrence, gru_backward_step,
                   gru_forward_columns, gru_forward_recurrence, gru_forward_step)
-from .linalg import pack_slice
+from .linalg import matmul_packed_at, pack_slice
 from .lstm import (lstm_backward_columns, lstm_backward_recurrence, lstm_backward_step,
                    lstm_forward_columns, lstm_forward_fused, lstm_forward_recurrence,
                    lstm_forward_step)
@@ -563,6 +563,30 @@ def _pack_slices(data, dt):
 
 def pack_slices_entry(data):
     _by_dtype(data, _pack_slices)
+
+
+# ----------------------------------------------------------------------- weight gradients
+
+
+@njit(**_CACHE)
+def _weight_grads(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    g, i = array2_words(w, FIRST_ARG, dt)
+    b1, i = array1_words(w, i, dt)
+    out1, i = array2_words(w, i, dt)
+    b2, i = array1_words(w, i, dt)
+    out2, i = array2_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        matmul_packed_at(g, b1, out1, bounds[k], bounds[k + 1])
+        if out2.shape[1] > 0:
+            matmul_packed_at(g, b2, out2, bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def weight_grads_entry(data):
+    _by_dtype(data, _weight_grads)
 
 
 @functools.lru_cache(maxsize=None)
