@@ -104,15 +104,22 @@ def test_weight_grads_take_onednn_from_the_measured_size(monkeypatch, gemm_famil
     assert calls == [1, 1, 1] * amd
 
 
-def test_one_off_products_take_onednn_where_measured_faster(monkeypatch, cpu_family):
-    # linear's rule per CPU family: on AMD large weights at any batch and mid-sized ones from
-    # 64 rows; on Intel only weights of a million elements or more read by 16-399 rows.
+def _count_onednn_linear(monkeypatch):
+    """The rows of every call gemm.linear makes to oneDNN's inner product, as a list (skips the
+    test where this torch has no oneDNN linear)."""
     if gemm._OPS is None or not torch.backends.mkldnn.is_available():
         pytest.skip("this torch build has no oneDNN linear")
     calls = []
     real = gemm._OPS
     monkeypatch.setattr(gemm, "_OPS", (lambda *a: calls.append(a[0].shape[0]) or real[0](*a),
                                        real[1]))
+    return calls
+
+
+def test_one_off_products_take_onednn_where_measured_faster(monkeypatch, cpu_family):
+    # linear's rule per CPU family: on AMD large weights at any batch and mid-sized ones from
+    # 64 rows; on Intel only weights of a million elements or more read by 16-399 rows.
+    calls = _count_onednn_linear(monkeypatch)
     amd = cpu_family == "amd"
     for M, K, N in ((8, 1024, 1024), (64, 512, 2048), (399, 1024, 1024), (400, 1024, 1024),
                     (800, 256, 1024), (6400, 128, 512), (64, 128, 512)):
@@ -124,12 +131,7 @@ def test_one_off_products_take_onednn_where_measured_faster(monkeypatch, cpu_fam
 def test_transposed_weights_are_copied_for_onednn_from_the_measured_rows(monkeypatch, gemm_family):
     # The backward's dx = dG @ W_ih reads W_ih^T: copied contiguous for oneDNN from 400 rows on
     # Zen 5 and 1600 on Zen 4; Intel CPUs send those rows to torch.mm anyway.
-    if gemm._OPS is None or not torch.backends.mkldnn.is_available():
-        pytest.skip("this torch build has no oneDNN linear")
-    calls = []
-    real = gemm._OPS
-    monkeypatch.setattr(gemm, "_OPS", (lambda *a: calls.append(a[0].shape[0]) or real[0](*a),
-                                       real[1]))
+    calls = _count_onednn_linear(monkeypatch)
     w_t = torch.randn(512, 256).t()                 # (N, K) = (256, 512), not contiguous
     for M in (399, 400, 1599, 1600):
         a = torch.randn(M, 512)
