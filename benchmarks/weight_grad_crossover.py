@@ -43,7 +43,7 @@ def main():
     args = parser.parse_args()
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}")
     if args.numba:
-        own_weight_gradients()
+        weight_gradients("numba", numba_weight_grads)
         return
     if gemm._OPS is None or not gemm.onednn_enabled() or (
             not args.dx and gemm._BACKWARD_WEIGHTS is None):
@@ -51,32 +51,7 @@ def main():
     if args.dx:
         input_gradient()
     else:
-        weight_gradients()
-
-
-def own_weight_gradients():
-    from fastrnn.kernels.numba import launch
-    for T, B, H, G in SHAPES:
-        M, N = T * B, G * H
-        grad, inputs = torch.randn(M, N), [torch.randn(M, H), torch.randn(M, H)]
-
-        def mm():
-            return [grad.t() @ a for a in inputs], grad.sum(0)
-
-        def own():
-            saved = launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS
-            launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS = 1 << 40, 0
-            try:
-                return launch.weight_grads(grad, inputs, True)
-            finally:
-                launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS = saved
-
-        (a, b), (c, d) = mm(), own()
-        err = max((x - y).abs().max().item() for x, y in zip(a + [b], c + [d]))
-        t_mm, t_own = timing.medians([mm, own], 9)
-        print(f"M={M:5d} N={N:5d} K={H:5d}  2^{math.log2(M * N * H):4.1f} MACs  "
-              f"torch.mm {t_mm:8.3f} ms  numba {t_own:8.3f} ms  torch.mm/numba {t_mm / t_own:5.2f}"
-              f"  max diff {err:.1e}", flush=True)
+        weight_gradients("oneDNN", onednn_weight_grads)
 
 
 def input_gradient():
@@ -96,7 +71,9 @@ def input_gradient():
               f"  torch.mm/(copy+oneDNN) {t_mm / t_dnn:5.2f}  max diff {err:.1e}", flush=True)
 
 
-def weight_gradients():
+def weight_gradients(name, forced):
+    """torch.mm's transposed products against forced(grad, inputs), the other path with its
+    rule switched on, at every shape."""
     for T, B, H, G in SHAPES:
         M, N = T * B, G * H
         grad, inputs = torch.randn(M, N), [torch.randn(M, H), torch.randn(M, H)]
@@ -104,20 +81,34 @@ def weight_gradients():
         def mm():
             return [grad.t() @ a for a in inputs], grad.sum(0)
 
-        def onednn():
-            saved = gemm.BACKWARD_WEIGHTS_MIN_MACS
-            gemm.BACKWARD_WEIGHTS_MIN_MACS = 0
-            try:
-                return gemm.weight_grads(grad, inputs, True)
-            finally:
-                gemm.BACKWARD_WEIGHTS_MIN_MACS = saved
+        def other():
+            return forced(grad, inputs)
 
-        (a, b), (c, d) = mm(), onednn()
+        (a, b), (c, d) = mm(), other()
         err = max((x - y).abs().max().item() for x, y in zip(a + [b], c + [d]))
-        t_mm, t_dnn = timing.medians([mm, onednn], 9)
+        t_mm, t_other = timing.medians([mm, other], 9)
         print(f"M={M:5d} N={N:5d} K={H:5d}  2^{math.log2(M * N * H):4.1f} MACs  "
-              f"torch.mm {t_mm:8.3f} ms  oneDNN {t_dnn:8.3f} ms  torch.mm/oneDNN {t_mm / t_dnn:5.2f}  max diff {err:.1e}",
-              flush=True)
+              f"torch.mm {t_mm:8.3f} ms  {name} {t_other:8.3f} ms  "
+              f"torch.mm/{name} {t_mm / t_other:5.2f}  max diff {err:.1e}", flush=True)
+
+
+def onednn_weight_grads(grad, inputs):
+    saved = gemm.BACKWARD_WEIGHTS_MIN_MACS
+    gemm.BACKWARD_WEIGHTS_MIN_MACS = 0
+    try:
+        return gemm.weight_grads(grad, inputs, True)
+    finally:
+        gemm.BACKWARD_WEIGHTS_MIN_MACS = saved
+
+
+def numba_weight_grads(grad, inputs):
+    from fastrnn.kernels.numba import launch
+    saved = launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS
+    launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS = 1 << 40, 0
+    try:
+        return launch.weight_grads(grad, inputs, True)
+    finally:
+        launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS = saved
 
 
 if __name__ == "__main__":
