@@ -629,8 +629,8 @@ OWN_WEIGHT_GRAD_MIN_MACS = 1 << 24
 
 def _own_weight_grads(grad, inputs):
     M, N = grad.shape
-    return (0 < M <= OWN_WEIGHT_GRAD_MAX_STEPS and grad.dtype in _NUMPY_DTYPES
-            and all(a.dtype == grad.dtype for a in inputs)
+    return (0 < len(inputs) <= 2 and 0 < M <= OWN_WEIGHT_GRAD_MAX_STEPS
+            and grad.dtype in _NUMPY_DTYPES and all(a.dtype == grad.dtype for a in inputs)
             and M * N * sum(a.shape[1] for a in inputs) >= OWN_WEIGHT_GRAD_MIN_MACS)
 
 
@@ -638,26 +638,20 @@ def weight_grads(grad, inputs, bias=False):
     """gemm.weight_grads (the gradients of weights shared by all steps, grad (M, N) over M
     steps x rows, inputs up to two (M, K) tensors), through the compiled product where it was
     measured faster than torch's GEMMs, else through gemm.weight_grads."""
-    if not inputs or len(inputs) > 2 or not _own_weight_grads(grad, inputs):
+    if not _own_weight_grads(grad, inputs):
         return gemm.weight_grads(grad, inputs, bias)
     cdt = grad.dtype
     N = grad.shape[1]
-    g = grad.detach().contiguous().numpy()
-    packed = [pack_weight(_np_view(a, cdt)) for a in inputs]
     outs = [empty((N, a.shape[1]), cdt) for a in inputs]
-    second = (packed[1], outs[1].numpy()) if len(inputs) == 2 else (_dummy(cdt, 1),
-                                                                    _no_columns(N, cdt))
-    # Chunks of whole 4-row blocks, one per thread.
-    chunks = max(1, min(team.threads(), N // 4))
-    bounds = (np.arange(chunks + 1, dtype=np.int64) * (N // 4) // chunks) * 4
+    operands = [(pack_weight(_np_view(a, cdt)), out.numpy()) for a, out in zip(inputs, outs)]
+    two = len(inputs) == 2
+    second = operands[1] if two else (_dummy(cdt, 1), _dummy(cdt, 2))
+    # Chunks of whole 4-row blocks of dW, one per thread; the last one takes the rows left.
+    bounds = team.bounds(N // 4, max(1, min(team.threads(), N // 4))) * 4
     bounds[-1] = N
     team.run(_compiled(threaded.weight_grads_entry),
-             team.pack(cdt.itemsize, bounds, g, packed[0], outs[0].numpy(), *second))
+             team.pack(cdt.itemsize, bounds, _np(grad, cdt), *operands[0], two, *second))
     return outs, (grad.sum(0) if bias else None)
-
-
-def _no_columns(N, cdt):
-    return np.empty((N, 0), _NUMPY_DTYPES[cdt])
 
 
 def _mm_live(product, dst, t, lengths, lens, combine):

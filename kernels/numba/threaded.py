@@ -575,12 +575,13 @@ def _weight_grads(data, dt):
     g, i = array2_words(w, FIRST_ARG, dt)
     b1, i = array1_words(w, i, dt)
     out1, i = array2_words(w, i, dt)
+    two, i = flag_word(w, i)
     b2, i = array1_words(w, i, dt)
     out2, i = array2_words(w, i, dt)
     k = claim(data)
     while k < chunk_count(w):
         matmul_packed_at(g, b1, out1, bounds[k], bounds[k + 1])
-        if out2.shape[1] > 0:
+        if two:
             matmul_packed_at(g, b2, out2, bounds[k], bounds[k + 1])
         k = claim(data)
 
