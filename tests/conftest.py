@@ -23,6 +23,8 @@ def cpu_family(request, monkeypatch):
     monkeypatch.setattr(launch, "COLUMNS_TIERS", launch.columns_tiers(family))
     monkeypatch.setattr(launch, "FUSE_MAX_WEIGHT_BYTES",
                         launch.FUSE_MAX_WEIGHT_BYTES_BY_FAMILY[family])
+    monkeypatch.setattr(launch, "GATE_PANELS_MAX_ROWS",
+                        launch.GATE_PANELS_MAX_ROWS_BY_FAMILY[family])
     monkeypatch.setattr(native, "_INFERENCE_TORCH_ROWS",
                         native._INFERENCE_TORCH_ROWS_BY_FAMILY[family])
     monkeypatch.setattr(native, "_TRAINING_TORCH_ROWS",

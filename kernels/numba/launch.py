@@ -17,11 +17,11 @@ from ..gemm import RepeatedLinear, linear, packs
 from . import pool, simd, team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
                   gru_forward_step)
-from .linalg import (add_live_rows, copy_live_rows, pack_weight, pack_weight_concat_t,
-                     pack_weight_slices, panel_width)
+from .linalg import (add_live_rows, copy_live_rows, pack_gate_panels, pack_weight,
+                     pack_weight_concat_t, pack_weight_slices, panel_width)
 from .lstm import (lstm_backward_dht, lstm_backward_recurrence, lstm_backward_step,
-                   lstm_forward_fused, lstm_forward_recurrence, lstm_forward_step,
-                   lstm_project_step)
+                   lstm_forward_cells, lstm_forward_fused, lstm_forward_recurrence,
+                   lstm_forward_step, lstm_project_step)
 from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_fused,
                   rnn_forward_recurrence, rnn_forward_step)
 
@@ -142,6 +142,22 @@ FUSE_MAX_WEIGHT_BYTES_BY_FAMILY = {cpu.AMD: 8 << 20, cpu.INTEL: 1 << 20}
 FUSE_MAX_WEIGHT_BYTES = FUSE_MAX_WEIGHT_BYTES_BY_FAMILY[cpu.family()]
 FUSE_MANY_ROWS = 24
 FUSE_MANY_ROWS_MAX_WEIGHT_BYTES = 8 << 20
+
+
+# An LSTM forward on the "loop" strategy that neither fuses its input projection nor projects h
+# updates each step's cells on the product's accumulators (lstm.lstm_forward_cells, W_hh^T in
+# gate panels) when each thread has at most GATE_PANELS_MAX_ROWS rows and H is a multiple of the
+# vector lanes. With a row or two the product waits on the weight (each step reads all of it from
+# L2 for one or two multiply-adds per element), and the activations then run in those waits
+# instead of in a pass of their own after the product. Measured on the Zen 4 machine, layers
+# against the plain product (benchmarks/gate_panels.py, T = 100, two runs; recorded in
+# benchmarks/results/cpu-gate-panels-2026-11-26-zen4.md): inference 1.09-1.36x at 1-2 rows per
+# thread of H = 64-128 (one row of H = 64: 1.24x both runs), 0.93-1.13x at 3 (median 1.04);
+# training 1.05-1.21x and 0.93-1.07x. The kernel alone, one row, one thread: H = 64 91 -> 62 us
+# per 100 steps, H = 128 299 -> 243, H = 256 1222 -> 1038. From 4 rows per thread a layer fuses
+# its projection instead. Not measured on Intel CPUs: 0 rows there.
+GATE_PANELS_MAX_ROWS_BY_FAMILY = {cpu.AMD: 3, cpu.INTEL: 0}
+GATE_PANELS_MAX_ROWS = GATE_PANELS_MAX_ROWS_BY_FAMILY[cpu.family()]
 
 
 def empty(shape, dtype):
@@ -321,7 +337,9 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu", I=None):
     if strategy == "loop":
         chunks = _chunks(B, T * B * P * G, SPLIT_MIN_MACS)
         split = f", batch split over {chunks} threads" if chunks > 1 else ""
-        return f"one compiled loop over {T} steps (product {B}x{P}x{G} per step){split}"
+        cells = (", cells updated on the product's registers"
+                 if kind == "lstm" and _gate_panels(T, B, G, H, P != H, cdt) else "")
+        return f"one compiled loop over {T} steps (product {B}x{P}x{G} per step{cells}){split}"
     if T == 1:
         gemm = "one GEMM (no packing)"
     else:
@@ -474,6 +492,14 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
     elif _fuses_projection(xg, H, proj, cdt):
         _lstm_forward_fused(xg, w_hh, cdt, h_np, c_np, lens, lengths, bool(reverse),
                             bool(need_grad), out_np, gates_np, cs_np)
+    elif _gate_panels(T, B, G, H, proj, cdt):
+        w_gp = pack_gate_panels(_np(w_hh, cdt))
+        for t0, t1, x_np in _time_chunks(xg, reverse, cdt):
+            kept = slice(t0, t1) if need_grad else slice(0, 1)    # what the steps save
+            _recurrence(lstm_forward_cells, threaded.lstm_forward_cells_entry, cdt, B,
+                        T * B * G * H, lengths, lens, x_np, w_gp, h_np, c_np,
+                        _from_step(lens, t0), bool(reverse), bool(need_grad), out_np[t0:t1],
+                        gates_np[kept], cs_np[kept])
     else:
         # Scratch for the compiled loop's products (the per-step path gets them from the GEMM).
         hg_np = scratch((B, G), cdt)
@@ -489,6 +515,15 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
                         hpre_np[kept] if proj else hpre_np, hg_np, hproj_np)
     saved = ((gates, cs) + ((hpre,) if proj else ())) if need_grad else ()
     return _out(out, dtype), _out(h, dtype), _out(c, dtype), saved
+
+
+def _gate_panels(T, B, G, H, proj, cdt):
+    """Whether a "loop" LSTM forward that does not fuse its projection runs
+    lstm.lstm_forward_cells (see GATE_PANELS_MAX_ROWS)."""
+    if proj or H % (panel_width(_NUMPY_DTYPES[cdt]) // 4):
+        return False
+    rows = -(-B // _chunks(B, T * B * G * H, SPLIT_MIN_MACS))    # per thread, at most
+    return rows <= GATE_PANELS_MAX_ROWS
 
 
 def _fused_macs(T, B, G, I, H):

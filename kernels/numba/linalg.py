@@ -124,6 +124,29 @@ def _pack_transposed(src, src2, out, W, L):
         o += K
 
 
+def pack_gate_panels(w):
+    """w (4H, K) C-contiguous, an LSTM's W_hh (gates i, f, g, o of H units, H a multiple of
+    the vector lanes), as pack_weight of w.T with its columns reordered so that panel p holds
+    gates i, f, g, o of units p*lanes .. (p+1)*lanes - 1, one vector each: a 4-vector block of
+    the product then sums all four gates of those units (lstm.lstm_forward_cells)."""
+    out = simd.aligned_empty(w.size, w.dtype)
+    _pack_gate_panels(w, out, w.shape[0] // 4, panel_width(w.dtype) // 4)
+    return out
+
+
+@njit(**JIT)
+def _pack_gate_panels(src, out, H, L):
+    K = src.shape[1]
+    s = src.ravel()
+    W = 4 * L
+    o = 0
+    for p in range(H // L):
+        for g in range(4):
+            # source rows g*H + p*L .. + L - 1 become the panel's columns g*L .. + L - 1
+            _transpose_into_panel(s, K, 0, g * H + p * L - g * L, g * L, W, o, out, L)
+        o += K * W
+
+
 def pack_weight_slices(src, transposed, groups, bounds):
     """b = src.T if transposed else src, src C-contiguous, b (K, groups * n) whose columns are
     `groups` blocks of n (gates of n hidden units), as one flat array holding, for each slice k
@@ -276,6 +299,59 @@ def matmul_packed_blocked(a, bp, out, n0, N, kc, prefetch, backwards):
     for n in range(narrow, N):
         for m in range(M):
             out[m, n0 + n] = _dot(a, bp, m, n * K, K, L)
+
+
+@njit(inline="always")
+def gate_panel_1(a, m, bp, base, K, L):
+    """Row m of a (M, K) times the 4-vector panel at bp[base:] (pack_gate_panels): its four
+    sums, even and odd k in separate accumulators as in _block_1."""
+    e0 = simd.zeros(bp); e1 = simd.zeros(bp); e2 = simd.zeros(bp); e3 = simd.zeros(bp)
+    d0 = simd.zeros(bp); d1 = simd.zeros(bp); d2 = simd.zeros(bp); d3 = simd.zeros(bp)
+    o = base
+    k = 0
+    if K % 2 == 1:
+        s = a[m, 0]
+        e0 = simd.fma(s, simd.load(bp, o), e0)
+        e1 = simd.fma(s, simd.load(bp, o + L), e1)
+        e2 = simd.fma(s, simd.load(bp, o + 2 * L), e2)
+        e3 = simd.fma(s, simd.load(bp, o + 3 * L), e3)
+        o += 4 * L
+        k = 1
+    while k + 2 <= K:
+        s = a[m, k]
+        e0 = simd.fma(s, simd.load(bp, o), e0)
+        e1 = simd.fma(s, simd.load(bp, o + L), e1)
+        e2 = simd.fma(s, simd.load(bp, o + 2 * L), e2)
+        e3 = simd.fma(s, simd.load(bp, o + 3 * L), e3)
+        s = a[m, k + 1]
+        d0 = simd.fma(s, simd.load(bp, o + 4 * L), d0)
+        d1 = simd.fma(s, simd.load(bp, o + 5 * L), d1)
+        d2 = simd.fma(s, simd.load(bp, o + 6 * L), d2)
+        d3 = simd.fma(s, simd.load(bp, o + 7 * L), d3)
+        o += 8 * L
+        k += 2
+    return simd.add(e0, d0), simd.add(e1, d1), simd.add(e2, d2), simd.add(e3, d3)
+
+
+@njit(inline="always")
+def gate_panel_2(a, m, bp, base, K, L):
+    """gate_panel_1 for rows m and m + 1 (8 accumulators, each panel vector loaded once)."""
+    a0 = simd.zeros(bp); a1 = simd.zeros(bp); a2 = simd.zeros(bp); a3 = simd.zeros(bp)
+    b0 = simd.zeros(bp); b1 = simd.zeros(bp); b2 = simd.zeros(bp); b3 = simd.zeros(bp)
+    o = base
+    for k in range(K):
+        w0 = simd.load(bp, o)
+        w1 = simd.load(bp, o + L)
+        w2 = simd.load(bp, o + 2 * L)
+        w3 = simd.load(bp, o + 3 * L)
+        o += 4 * L
+        s = a[m, k]
+        a0 = simd.fma(s, w0, a0); a1 = simd.fma(s, w1, a1)
+        a2 = simd.fma(s, w2, a2); a3 = simd.fma(s, w3, a3)
+        s = a[m + 1, k]
+        b0 = simd.fma(s, w0, b0); b1 = simd.fma(s, w1, b1)
+        b2 = simd.fma(s, w2, b2); b3 = simd.fma(s, w3, b3)
+    return a0, a1, a2, a3, b0, b1, b2, b3
 
 
 # The weight gradients' chunk of k (steps x rows), in rows of a 4-vector panel: 32 KiB of panel,

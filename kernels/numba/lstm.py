@@ -15,8 +15,9 @@ from numba import njit
 from . import simd
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
-                     matmul_packed_in, stage_step_inputs, state_gradient_columns)
+from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, gate_panel_1,
+                     gate_panel_2, matmul_packed, matmul_packed_in, stage_step_inputs,
+                     state_gradient_columns)
 from .simd import get, put
 from .team import barrier
 
@@ -168,6 +169,99 @@ def lstm_forward_fused(x, w_tp, bias_rows, h, c, lengths, reverse, need_grad, ou
         # (no projection: the hpre argument is never read, cs stands in for it)
         lstm_forward_step(0, need_grad, pre, bias_rows, h, c, lens_t, False, out[t:t + 1],
                           gates[ts:ts + 1], cs[ts:ts + 1], cs[ts:ts + 1], lo, hi)
+
+
+@njit(inline="always")
+def _lstm_cells(j, H, xr, cr, hr, sg, csr, need_grad, ai, af, ag, ao):
+    """The cell update of units j .. j + lanes - 1 of one row from their four gate sums
+    (h_{t-1} W_hh^T, still in registers): c in place, h_t into hr, the gates and c_t into sg
+    and csr with need_grad."""
+    ig = sigmoid(get(xr, j, ai) + ai)
+    fg = sigmoid(get(xr, H + j, ai) + af)
+    gg = tanh(get(xr, 2 * H + j, ai) + ag)
+    og = sigmoid(get(xr, 3 * H + j, ai) + ao)
+    cn = fg * get(cr, j, ai) + ig * gg
+    put(cr, j, cn)
+    put(hr, j, og * tanh(cn))
+    if need_grad:
+        put(sg, j, ig)
+        put(sg, H + j, fg)
+        put(sg, 2 * H + j, gg)
+        put(sg, 3 * H + j, og)
+        put(csr, j, cn)
+
+
+@njit(**JIT)
+def _lstm_cells_1(t, ts, b, xg, w_gp, h, c, need_grad, out, gates, cs, backwards):
+    """Step t of live row b: every panel's product, then its units' cell update. h[b] is read
+    throughout and becomes h_t at the end (out[t, b] holds h_t meanwhile)."""
+    H = c.shape[1]
+    L = simd.lanes(xg)
+    panels = H // L
+    for q in range(panels):
+        p = panels - 1 - q if backwards else q
+        ai, af, ag, ao = gate_panel_1(h, b, w_gp, p * 4 * L * H, H, L)
+        _lstm_cells(p * L, H, xg[t, b], c[b], out[t, b], gates[ts, b], cs[ts, b], need_grad,
+                    ai, af, ag, ao)
+    copy_row(out[t, b], h[b], H)
+
+
+@njit(**JIT)
+def _lstm_cells_2(t, ts, b, xg, w_gp, h, c, need_grad, out, gates, cs, backwards):
+    """_lstm_cells_1 for live rows b and b + 1, reading each panel once for both."""
+    H = c.shape[1]
+    L = simd.lanes(xg)
+    panels = H // L
+    for q in range(panels):
+        p = panels - 1 - q if backwards else q
+        a0, a1, a2, a3, b0, b1, b2, b3 = gate_panel_2(h, b, w_gp, p * 4 * L * H, H, L)
+        j = p * L
+        _lstm_cells(j, H, xg[t, b], c[b], out[t, b], gates[ts, b], cs[ts, b], need_grad,
+                    a0, a1, a2, a3)
+        _lstm_cells(j, H, xg[t, b + 1], c[b + 1], out[t, b + 1], gates[ts, b + 1],
+                    cs[ts, b + 1], need_grad, b0, b1, b2, b3)
+    copy_row(out[t, b], h[b], H)
+    copy_row(out[t, b + 1], h[b + 1], H)
+
+
+@njit(**JIT)
+def _lstm_dead_row(t, ts, b, need_grad, out, gates, cs):
+    H = cs.shape[2]
+    zero = out.dtype.type(0)
+    fill_row(out[t, b], H, zero)
+    if need_grad:
+        fill_row(gates[ts, b], 4 * H, zero)
+        fill_row(cs[ts, b], H, zero)
+
+
+@njit(**JIT)
+def lstm_forward_cells(xg, w_gp, h, c, lengths, reverse, need_grad, out, gates, cs, lo, hi):
+    """lstm_forward_recurrence (without projection) for a few rows, with each step's cell
+    update done on the product's accumulators: w_gp is W_hh^T packed by
+    linalg.pack_gate_panels (H a multiple of the vector lanes), so one panel's sums are all four
+    gates of `lanes` units, activated straight from the registers instead of being stored as a
+    (B, 4H) product and read back by a separate pointwise pass (measured: benchmarks/
+    gate_panels.py). Rows go two at a time (each panel read once for both), the last one alone;
+    a row whose partner is dead at step t goes alone. Same arguments and results as
+    lstm_forward_recurrence otherwise; odd steps take the panels last to first (see
+    linalg.matmul_packed)."""
+    T = xg.shape[0]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        ts = t if need_grad else 0
+        backwards = s % 2 == 1
+        b = lo
+        while b < hi:
+            live = t < lengths[b]
+            if b + 1 < hi and live and t < lengths[b + 1]:
+                _lstm_cells_2(t, ts, b, xg, w_gp, h, c, need_grad, out, gates, cs, backwards)
+                b += 2
+                continue
+            if live:
+                _lstm_cells_1(t, ts, b, xg, w_gp, h, c, need_grad, out, gates, cs, backwards)
+            else:
+                _lstm_dead_row(t, ts, b, need_grad, out, gates, cs)
+            b += 1
 
 
 @njit(**JIT)

@@ -17,8 +17,8 @@ from .gru import (gru_backward_columns, gru_backward_recurrence, gru_backward_st
                   gru_forward_columns, gru_forward_recurrence, gru_forward_step)
 from .linalg import matmul_packed_at, pack_slice
 from .lstm import (lstm_backward_columns, lstm_backward_recurrence, lstm_backward_step,
-                   lstm_forward_columns, lstm_forward_fused, lstm_forward_recurrence,
-                   lstm_forward_step)
+                   lstm_forward_cells, lstm_forward_columns, lstm_forward_fused,
+                   lstm_forward_recurrence, lstm_forward_step)
 from .rnn import (rnn_backward_columns, rnn_backward_recurrence, rnn_backward_step,
                   rnn_forward_columns, rnn_forward_fused, rnn_forward_recurrence,
                   rnn_forward_step)
@@ -68,6 +68,31 @@ def _lstm_forward_recurrence(data, dt):
 
 def lstm_forward_recurrence_entry(data):
     _by_dtype(data, _lstm_forward_recurrence)
+
+
+@njit(**_CACHE)
+def _lstm_forward_cells(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    xg, i = array3_words(w, FIRST_ARG, dt)
+    w_gp, i = array1_words(w, i, dt)
+    h, i = array2_words(w, i, dt)
+    c, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    need_grad, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    cs, i = array3_words(w, i, dt)
+    k = claim(data)
+    while k < chunk_count(w):
+        lstm_forward_cells(xg, w_gp, h, c, lengths, reverse, need_grad, out, gates, cs,
+                           bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def lstm_forward_cells_entry(data):
+    _by_dtype(data, _lstm_forward_cells)
 
 
 @njit(**_CACHE)
