@@ -36,8 +36,6 @@ def rnn(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False
         bidirectional=False, batch_first=False, batch_sizes=None, nonlinearity="tanh",
         backend="auto"):
     """Returns (output, h_n). ``nonlinearity`` is "tanh" or "relu"."""
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     return _stack("rnn", input, hx, weights, bias, num_layers, dropout, training,
                   bidirectional, batch_first, batch_sizes, backend, nonlinearity)
 
@@ -83,7 +81,11 @@ def _check_state(name, state, expected, dtype):
 
 
 def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidirectional,
-           batch_first, batch_sizes, backend, nonlinearity="tanh"):
+           batch_first, batch_sizes, backend, nonlinearity="tanh", handoffs=True):
+    # handoffs=False: the caller (a module that ran native.module_goes_to_torch on this batched
+    # input) has already decided that fastrnn keeps the call.
+    if kind == "rnn" and nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     num_directions = 2 if bidirectional else 1
     lengths = None
     if batch_sizes is not None:
@@ -112,7 +114,8 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
     if kind == "lstm":
         _check_state("hidden[1]", c0, (LD, B, H), x.dtype)
     packed = batch_sizes is not None
-    if (native.takes_cuda(backend, x)
+    if handoffs and (
+            native.takes_cuda(backend, x)
             or native.takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training,
                                       num_layers)
             or (kind == "lstm" and native.takes_lstm(backend, x, h0, c0, weights,

@@ -37,6 +37,7 @@ def poison(monkeypatch):
     monkeypatch.setattr(launch, "empty", nan_empty)
     monkeypatch.setattr(launch, "internal", nan_empty)
     monkeypatch.setattr(launch, "scratch", nan_scratch)
+    monkeypatch.setattr(launch, "unwritten", nan_scratch)
 
 
 @pytest.fixture(params=["loop", "loop_split", "columns", "torch_mm", "torch_mm_split"])
@@ -235,6 +236,25 @@ def test_no_grad_forward_matches_reference(cell, reverse, lengths_kind, dtype, s
     for a, b in zip(got, want):
         assert a.dtype == dtype
         torch.testing.assert_close(a.double(), b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("H", [7, 32])     # 32: whole vectors, the gate panels (forced on)
+@pytest.mark.parametrize("cell", ["lstm", "lstm_proj"])
+def test_inference_leaves_the_unwritten_buffers_alone(cell, H, strategy, monkeypatch):
+    # One gates and cs buffer per shape serves every LSTM call without need_grad
+    # (launch.unwritten): no strategy may read them (the poison fixture's NaN would reach the
+    # outputs) or write them (checked here on 7-filled ones), dead rows included.
+    monkeypatch.setattr(launch, "GATE_PANELS_MAX_ROWS", 1 << 20)
+    given = {}
+
+    def sevens(shape, dtype):
+        return given.setdefault(shape, np.full(shape, 7.0, launch._NUMPY_DTYPES[dtype]))
+
+    monkeypatch.setattr(launch, "unwritten", sevens)
+    case = make_case(cell, 5, 3, H, "mixed")
+    got, _ = _forward(nb, cell, case, case["xg"], False, False)
+    assert given and all((buf == 7.0).all() for buf in given.values())
+    assert all(not t.isnan().any() for t in got)
 
 
 @pytest.mark.parametrize("need_grad", [False, True], ids=["infer", "train"])
