@@ -78,7 +78,6 @@ class _StackMixin(_BackendMixin):
         # would (the same rules on the same sizes): they are skipped (~5-10 us of a small call).
         # An unbatched input still gets them, on its one-row batch.
         routed = isinstance(input, torch.Tensor) and input.dim() == 3 and input.numel() > 0
-        name = self._torch_name()
         lstm = self._has_cell_state
         state_size = self.proj_size if getattr(self, "proj_size", 0) > 0 else self.hidden_size
         packed = isinstance(input, PackedSequence)
@@ -90,7 +89,8 @@ class _StackMixin(_BackendMixin):
             batch = int(batch_sizes[0])
         else:
             if input.dim() not in (2, 3):
-                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+                raise ValueError(f"{self._torch_name()}: Expected input to be 2D or 3D, got "
+                                 f"{input.dim()}D instead")
             is_batched = input.dim() == 3
             batch_dim = 0 if self.batch_first else 1
             if not is_batched:
@@ -113,7 +113,7 @@ class _StackMixin(_BackendMixin):
         result = functional._stack(
             self._kind, input, hx, self._flat_weights, self.bias, self.num_layers,
             float(self.dropout), self.training, self.bidirectional, self.batch_first, batch_sizes,
-            self.backend, getattr(self, "nonlinearity", "tanh"), handoffs=not routed)
+            self.backend, self.__dict__.get("nonlinearity", "tanh"), handoffs=not routed)
         output, hidden = result[0], (result[1:] if lstm else result[1])
 
         if packed:
