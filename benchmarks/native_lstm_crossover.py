@@ -4,7 +4,8 @@ Sets the rules `auto` uses to hand float32 CPU LSTM calls to torch (fastrnn/nati
 Prints numba time / torch time (above 1: torch is faster), T = 100, input size = H, medians of
 interleaved runs (fastrnn.bench's timer), over batch and hidden sizes, for inference (eval,
 no_grad) or training (forward + backward of the output sum).
-Run: python benchmarks/native_lstm_crossover.py [inference|training]
+Run: python benchmarks/native_lstm_crossover.py [inference|training] [hidden sizes] [batches]
+  e.g. python benchmarks/native_lstm_crossover.py inference 128 1,2,4 (default: the whole grid)
 """
 
 import sys
@@ -27,13 +28,13 @@ def _runner(model, x, training):
     return fn
 
 
-def main(mode="inference"):
+def main(mode="inference", sizes="64,128,256,512,1024", batches="1,2,4,8,16,32,64"):
     if mode not in ("inference", "training"):
         raise SystemExit(f"mode must be 'inference' or 'training', got {mode!r}")
     training = mode == "training"
     T = 100
-    for H in (64, 128, 256, 512, 1024):
-        for B in (1, 2, 4, 8, 16, 32, 64):
+    for H in (int(h) for h in sizes.split(",")):
+        for B in (int(b) for b in batches.split(",")):
             if B * H * H > 64 * 512 * 512:
                 continue
             ref = torch.nn.LSTM(H, H).train(training)
