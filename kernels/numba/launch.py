@@ -188,7 +188,8 @@ def scratch(shape, cdt):
 def unwritten(shape, cdt):
     """The gates and cell states an LSTM forward without need_grad passes its kernels: they take
     them in every call but neither read nor write them then, so one buffer per shape serves
-    every call (allocating them cost ~4 us of a 200 us call). Tests swap it for a NaN-filled
+    every call (allocating them cost ~4 us of a 200 us call). Never touched, a large one holds
+    address space only (np.zeros maps its pages on first touch). Tests swap it for a NaN-filled
     one, as they do scratch."""
     return np.zeros(shape, _NUMPY_DTYPES[cdt])
 
