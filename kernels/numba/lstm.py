@@ -28,21 +28,32 @@ from .team import barrier
 
 
 @njit(inline="always")
-def _lstm_forward_unit(j, H, xr, gr, sg, cb, cr, hr, like):
-    """Unit j (or the units from j, one vector) of _lstm_forward_row."""
-    f, g, o = H + j, 2 * H + j, 3 * H + j
-    ig = sigmoid(get(xr, j, like) + get(gr, j, like))
-    fg = sigmoid(get(xr, f, like) + get(gr, f, like))
-    gg = tanh(get(xr, g, like) + get(gr, g, like))
-    og = sigmoid(get(xr, o, like) + get(gr, o, like))
-    cn = fg * get(cb, j, like) + ig * gg
-    put(sg, j, ig)
-    put(sg, f, fg)
-    put(sg, g, gg)
-    put(sg, o, og)
+def _lstm_cells(j, H, xr, cr, hr, sg, csr, need_grad, ai, af, ag, ao):
+    """The cell update of unit j (or the vector of units from j) of one row from its four gate
+    sums of h_{t-1} W_hh^T (ai .. ao: in registers from lstm_forward_cells' panels, or read back
+    from a product buffer): c in place, h_t into hr, the gates and c_t into sg and csr with
+    need_grad."""
+    ig = sigmoid(get(xr, j, ai) + ai)
+    fg = sigmoid(get(xr, H + j, ai) + af)
+    gg = tanh(get(xr, 2 * H + j, ai) + ag)
+    og = sigmoid(get(xr, 3 * H + j, ai) + ao)
+    cn = fg * get(cr, j, ai) + ig * gg
     put(cr, j, cn)
-    put(cb, j, cn)
     put(hr, j, og * tanh(cn))
+    if need_grad:
+        put(sg, j, ig)
+        put(sg, H + j, fg)
+        put(sg, 2 * H + j, gg)
+        put(sg, 3 * H + j, og)
+        put(csr, j, cn)
+
+
+@njit(inline="always")
+def _lstm_forward_unit(j, H, xr, gr, sg, cb, cr, hr, like):
+    """Unit j (or the units from j, one vector) of _lstm_forward_row: _lstm_cells on the sums
+    read back from gr."""
+    _lstm_cells(j, H, xr, cb, hr, sg, cr, True, get(gr, j, like), get(gr, H + j, like),
+                get(gr, 2 * H + j, like), get(gr, 3 * H + j, like))
 
 
 @njit(**JIT)
@@ -61,13 +72,10 @@ def _lstm_forward_row(n, H, xr, gr, sg, cb, cr, hr):
 
 @njit(inline="always")
 def _lstm_forward_unit_inference(j, H, xr, gr, cb, hr, like):
-    """Unit j (or a vector of units) of _lstm_forward_row_inference."""
-    f, g, o = H + j, 2 * H + j, 3 * H + j
-    cn = (sigmoid(get(xr, f, like) + get(gr, f, like)) * get(cb, j, like)
-          + sigmoid(get(xr, j, like) + get(gr, j, like))
-          * tanh(get(xr, g, like) + get(gr, g, like)))
-    put(cb, j, cn)
-    put(hr, j, sigmoid(get(xr, o, like) + get(gr, o, like)) * tanh(cn))
+    """Unit j (or a vector of units) of _lstm_forward_row_inference (nothing saved: cb stands in
+    for the gate and c_t rows, never written)."""
+    _lstm_cells(j, H, xr, cb, hr, cb, cb, False, get(gr, j, like), get(gr, H + j, like),
+                get(gr, 2 * H + j, like), get(gr, 3 * H + j, like))
 
 
 @njit(**JIT)
@@ -169,26 +177,6 @@ def lstm_forward_fused(x, w_tp, bias_rows, h, c, lengths, reverse, need_grad, ou
         # (no projection: the hpre argument is never read, cs stands in for it)
         lstm_forward_step(0, need_grad, pre, bias_rows, h, c, lens_t, False, out[t:t + 1],
                           gates[ts:ts + 1], cs[ts:ts + 1], cs[ts:ts + 1], lo, hi)
-
-
-@njit(inline="always")
-def _lstm_cells(j, H, xr, cr, hr, sg, csr, need_grad, ai, af, ag, ao):
-    """The cell update of units j .. j + lanes - 1 of one row from their four gate sums
-    (h_{t-1} W_hh^T, still in registers): c in place, h_t into hr, the gates and c_t into sg
-    and csr with need_grad."""
-    ig = sigmoid(get(xr, j, ai) + ai)
-    fg = sigmoid(get(xr, H + j, ai) + af)
-    gg = tanh(get(xr, 2 * H + j, ai) + ag)
-    og = sigmoid(get(xr, 3 * H + j, ai) + ao)
-    cn = fg * get(cr, j, ai) + ig * gg
-    put(cr, j, cn)
-    put(hr, j, og * tanh(cn))
-    if need_grad:
-        put(sg, j, ig)
-        put(sg, H + j, fg)
-        put(sg, 2 * H + j, gg)
-        put(sg, 3 * H + j, og)
-        put(csr, j, cn)
 
 
 @njit(**JIT)
