@@ -11,8 +11,9 @@ tensor (B,) on x's device (see fastrnn.steps for the live-step rule).
 """
 
 import torch
-from torch.autograd.function import once_differentiable
+import torch.nn.functional as F
 
+from . import reference
 from .kernels.gemm import RepeatedLinear, linear
 from .kernels.gemm import weight_grads as gemm_weight_grads
 from .steps import previous_states
@@ -100,6 +101,47 @@ def _lstm_rnn_bias(b_ih, b_hh):
     return b_ih + b_hh
 
 
+# ------------------------------------------------------------- differentiable gradients
+# backward(create_graph=True) (a gradient penalty, second-order methods) needs gradients that
+# autograd can differentiate again, as torch.nn's are. The fused kernels' backward is not, so
+# that case rebuilds the layer's forward from torch ops (the reference backend's loop) and lets
+# autograd differentiate it: slower, and only ever taken when a graph of the gradients is asked for.
+
+
+def _lstm_graph(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse):
+    xg = F.linear(x, w_ih, _lstm_rnn_bias(b_ih, b_hh))
+    return reference.lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, False)[:3]
+
+
+def _gru_graph(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
+    H = w_hh.shape[1]
+    xbias = b_hn = None
+    if b_ih is not None:
+        xbias = b_ih + torch.cat([b_hh[: 2 * H], torch.zeros_like(b_hh[2 * H:])])
+        b_hn = b_hh[2 * H:]
+    xg = F.linear(x, w_ih, xbias)
+    return reference.gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, False)[:2]
+
+
+def _rnn_graph(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity):
+    xg = F.linear(x, w_ih, _lstm_rnn_bias(b_ih, b_hh))
+    return reference.rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, False)[:2]
+
+
+def _graph_grads(ctx, layer, inputs, grads, options, trailing):
+    """The Function's input gradients as a graph: ``layer(*inputs, *options)`` differentiated by
+    autograd with create_graph, so they depend on the inputs and on ``grads`` as they should.
+    ``trailing`` is the number of non-tensor arguments after ``inputs`` (gradient None)."""
+    need = ctx.needs_input_grad[:len(inputs)]
+    wanted = [t for t, n in zip(inputs, need) if n]
+    with torch.enable_grad():
+        outs = layer(*inputs, *options)
+    pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
+    got = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                   create_graph=True, allow_unused=True))
+    return tuple(next(got) if n else None for n in need) + (None,) * trailing
+
+
 class LSTMFunction(torch.autograd.Function):
     """(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend) -> (out, h_n, c_n)."""
 
@@ -107,17 +149,22 @@ class LSTMFunction(torch.autograd.Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, backend):
         need_grad = any(ctx.needs_input_grad[:8])
         xg = _projection(x, w_ih, _lstm_rnn_bias(b_ih, b_hh), backend)
-        w_hh, w_hr, h0, c0 = _c(w_hh), _c(w_hr), _c(h0), _c(c0)
-        out, h_n, c_n, saved = backend.lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad)
+        out, h_n, c_n, saved = backend.lstm_forward(
+            xg, _c(w_hh), _c(w_hr), _c(h0), _c(c0), lengths, reverse, need_grad)
         if need_grad:
-            ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, lengths, out, *saved)
+            # The inputs as given (not contiguous copies), so that a create_graph backward
+            # can differentiate through them.
+            ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, out, *saved)
             ctx.reverse, ctx.backend = reverse, backend
         return out, h_n, c_n
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out, grad_hn, grad_cn):
-        x, h0, c0, w_ih, w_hh, w_hr, lengths, out, *saved = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, out, *saved = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _graph_grads(ctx, _lstm_graph, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr),
+                                (grad_out, grad_hn, grad_cn), (lengths, ctx.reverse), 3)
+        w_hh, w_hr, h0, c0 = _c(w_hh), _c(w_hr), _c(h0), _c(c0)
         dg, dh0, dc0, dw_hr = ctx.backend.lstm_backward(
             grad_out, grad_hn.contiguous(), grad_cn.contiguous(), tuple(saved),
             w_hh, w_hr, h0, c0, out, lengths, ctx.reverse)
@@ -143,17 +190,19 @@ class GRUFunction(torch.autograd.Function):
             xbias[: 2 * H] += b_hh[: 2 * H]
             b_hn = b_hh[2 * H:].contiguous()
         xg = _projection(x, w_ih, xbias, backend)
-        w_hh, h0 = _c(w_hh), _c(h0)
-        out, h_n, saved = backend.gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, need_grad)
+        out, h_n, saved = backend.gru_forward(xg, _c(w_hh), b_hn, _c(h0), lengths, reverse, need_grad)
         if need_grad:
-            ctx.save_for_backward(x, h0, w_ih, w_hh, b_hn, lengths, out, *saved)
+            ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, b_hn, lengths, out, *saved)
             ctx.reverse, ctx.backend = reverse, backend
         return out, h_n
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out, grad_hn):
-        x, h0, w_ih, w_hh, b_hn, lengths, out, *saved = ctx.saved_tensors
+        x, h0, w_ih, w_hh, b_ih, b_hh, b_hn, lengths, out, *saved = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _graph_grads(ctx, _gru_graph, (x, h0, w_ih, w_hh, b_ih, b_hh),
+                                (grad_out, grad_hn), (lengths, ctx.reverse), 3)
+        w_hh, h0 = _c(w_hh), _c(h0)
         dxg, dhg, dh0 = ctx.backend.gru_backward(
             grad_out, grad_hn.contiguous(), tuple(saved),
             w_hh, b_hn, h0, out, lengths, ctx.reverse)
@@ -171,17 +220,20 @@ class RNNFunction(torch.autograd.Function):
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity, backend):
         need_grad = any(ctx.needs_input_grad[:6])
         xg = _projection(x, w_ih, _lstm_rnn_bias(b_ih, b_hh), backend)
-        w_hh, h0 = _c(w_hh), _c(h0)
-        out, h_n, saved = backend.rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, need_grad)
+        out, h_n, saved = backend.rnn_forward(
+            xg, _c(w_hh), _c(h0), lengths, reverse, nonlinearity, need_grad)
         if need_grad:
-            ctx.save_for_backward(x, h0, w_ih, w_hh, lengths, out, *saved)
+            ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, out, *saved)
             ctx.reverse, ctx.nonlinearity, ctx.backend = reverse, nonlinearity, backend
         return out, h_n
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out, grad_hn):
-        x, h0, w_ih, w_hh, lengths, out, *saved = ctx.saved_tensors
+        x, h0, w_ih, w_hh, b_ih, b_hh, lengths, out, *saved = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _graph_grads(ctx, _rnn_graph, (x, h0, w_ih, w_hh, b_ih, b_hh),
+                                (grad_out, grad_hn), (lengths, ctx.reverse, ctx.nonlinearity), 4)
+        w_hh, h0 = _c(w_hh), _c(h0)
         dg, dh0 = ctx.backend.rnn_backward(
             grad_out, grad_hn.contiguous(), tuple(saved),
             w_hh, h0, out, lengths, ctx.reverse, ctx.nonlinearity)
