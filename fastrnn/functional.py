@@ -115,7 +115,8 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
         _check_state("hidden[1]", c0, (LD, B, H), x.dtype)
     packed = batch_sizes is not None
     if handoffs and (
-            native.takes_cuda(backend, x)
+            native.capture() == "graph"
+            or native.takes_cuda(backend, x)
             or native.takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training,
                                       num_layers)
             or (kind == "lstm" and native.takes_lstm(backend, x, h0, c0, weights,

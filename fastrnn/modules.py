@@ -6,7 +6,8 @@ Each subclasses its torch.nn counterpart: torch's constructor, parameters, valid
 keyword-only ``backend`` ("auto", "numba", "triton" or "reference").
 """
 
-import functools
+import copy
+import warnings
 
 import torch
 from torch import nn
@@ -22,16 +23,16 @@ class _BackendMixin:
         super().__init__(*args, **kwargs)  # the torch.nn class's constructor, unchanged
         self._set_backend(backend)
 
-    @classmethod
-    @functools.cache
-    def _torch_class(cls):
-        """The torch.nn class this one stands in for."""
-        return next(c for c in cls.__mro__ if c.__module__.startswith("torch.nn"))
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The torch.nn class this one stands in for. A plain class attribute, not a cached
+        # lookup: torch.compile traces the forward that reads it, and cannot trace a cache.
+        cls._torch_class = next((c for c in cls.__mro__ if c.__module__.startswith("torch.nn")), None)
 
     @classmethod
     def _torch_name(cls):
         """The torch.nn class's name, as torch's messages name it."""
-        return cls._torch_class().__name__
+        return cls._torch_class.__name__
 
     def _set_backend(self, backend):
         self.backend = backends.check_name(backend)
@@ -40,6 +41,21 @@ class _BackendMixin:
         s = super().extra_repr()
         # Keep torch's repr unchanged for the default, so printed models look the same.
         return s if self.backend == "auto" else s + f", backend={self.backend!r}"
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script compiles a torch.nn twin: fastrnn's forward is Python around compiled
+        kernels, which TorchScript cannot compile. The twin shares this module's parameters,
+        buffers and settings, so the scripted module computes what this one does. torch puts
+        the twin in place of this module inside a scripted parent, hence the warning."""
+        name = self._torch_class.__name__
+        warnings.warn(
+            f"torch.jit.script: fastrnn.{name} is scripted as torch.nn.{name} (same parameters). "
+            f"torch also replaces it with that torch.nn.{name} inside the module being scripted; "
+            "torch.export.export records the same computation without changing the model.",
+            UserWarning, stacklevel=2)
+        twin = copy.copy(self)
+        twin.__class__ = self._torch_class
+        return twin
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -68,6 +84,16 @@ class _StackMixin(_BackendMixin):
         return True
 
     def forward(self, input, hx=None):
+        capture = native.capture()
+        if capture is None:
+            return self._forward(input, hx)
+        if capture == "compile":
+            # Dynamo does not trace torch.nn's RNN modules (they run eagerly, between graphs);
+            # this one runs eagerly too, on fastrnn's kernels.
+            return _eager_stack_forward(self, input, hx)
+        return native.torch_forward(self, input, hx)
+
+    def _forward(self, input, hx):
         # Picks up weights swapped in by torch.func.functional_call (torch >= 2.1 has it).
         update = getattr(self, "_update_flat_weights", None)
         if update is not None and not self._flat_weights_current():
@@ -149,12 +175,20 @@ class RNN(_StackMixin, nn.RNN):
     _kind = "rnn"
 
 
+_eager_stack_forward = torch.compiler.disable(
+    _StackMixin._forward, reason="fastrnn's LSTM/GRU/RNN run eagerly under torch.compile, as "
+    "torch.nn's do (dynamo does not trace RNN modules); fullgraph=True cannot include them")
+
+
 class _CellMixin(_BackendMixin):
     """forward() shared by the cells: torch's 1-D/2-D handling, fastrnn's compute."""
 
     _has_cell_state = False
 
     def forward(self, input, hx=None):
+        if native.capture() is not None:
+            # Recorded into a graph (torch.compile included: a cell traces well) as torch.nn's.
+            return self._torch_class.forward(self, input, hx)
         name = self._torch_name()
         lstm = self._has_cell_state
         if input.dim() not in (1, 2):

@@ -208,7 +208,7 @@ def _step_goes_to_torch(backend, x, tensors, w_hh):
 
 def takes_cell(backend, x, states, w_ih, w_hh, b_ih, b_hh):
     """Whether this cell call (batched) goes to torch's own cell instead."""
-    return _step_goes_to_torch(backend, x, [x, *states, w_ih, w_hh, b_ih, b_hh], w_hh)
+    return capture() is not None or _step_goes_to_torch(backend, x, [x, *states, w_ih, w_hh, b_ih, b_hh], w_hh)
 
 
 def cell(kind, x, states, w_ih, w_hh, b_ih, b_hh):
@@ -279,6 +279,20 @@ def takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training, nu
                                 weights[1])
 
 
+def capture():
+    """How this call is being recorded into a graph, if it is. fastrnn's kernels run outside
+    torch's ops, so a recorder would not see them. "graph": torch.jit.trace or torch.export
+    (ONNX export runs one of them), for which the call runs torch.nn's own computation.
+    "compile": torch.compile's dynamo is tracing it. None: a plain call."""
+    # The order matters under dynamo, which folds the first two to constants and cannot
+    # trace the third.
+    if torch.compiler.is_exporting():
+        return "graph"
+    if torch.compiler.is_dynamo_compiling():
+        return "compile"
+    return "graph" if torch._C._is_tracing() else None
+
+
 def module_goes_to_torch(module, kind, input, hx):
     """Whether a fastrnn.LSTM/GRU/RNN module call goes to torch.nn's own forward, decided before
     any of fastrnn's argument handling: the call then costs what torch.nn's does (fastrnn's
@@ -315,7 +329,7 @@ def module_goes_to_torch(module, kind, input, hx):
 
 def torch_forward(module, input, hx):
     """torch.nn's own forward for a fastrnn module (its torch.nn base class's)."""
-    return module._torch_class().forward(module, input, hx)
+    return module._torch_class.forward(module, input, hx)
 
 
 def stack(kind, nonlinearity, input, batch_sizes, hx, weights, bias, num_layers, dropout,
