@@ -280,17 +280,21 @@ def takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training, nu
 
 
 def capture():
-    """How this call is being recorded into a graph, if it is. fastrnn's kernels run outside
-    torch's ops, so a recorder would not see them. "graph": torch.jit.trace or torch.export
-    (ONNX export runs one of them), for which the call runs torch.nn's own computation.
-    "compile": torch.compile's dynamo is tracing it. None: a plain call."""
+    """How this call is being recorded or transformed, if it is. fastrnn's kernels run outside
+    torch's ops, so no graph recorder sees them and no torch.func transform can look inside.
+    "graph": torch.jit.trace, torch.export (ONNX export runs one of them) or a torch.func
+    transform (grad, vmap, jacrev, ...): the call runs torch.nn's own computation, which these
+    record or transform as they would torch.nn's. "compile": torch.compile's dynamo is tracing
+    it. None: a plain call."""
     # The order matters under dynamo, which folds the first two to constants and cannot
-    # trace the third.
+    # trace the others.
     if torch.compiler.is_exporting():
         return "graph"
     if torch.compiler.is_dynamo_compiling():
         return "compile"
-    return "graph" if torch._C._is_tracing() else None
+    if torch._C._is_tracing() or torch._C._are_functorch_transforms_active():
+        return "graph"
+    return None
 
 
 def module_goes_to_torch(module, kind, input, hx):

@@ -1,4 +1,4 @@
-"""torch.jit.trace, torch.jit.script, torch.export and torch.compile on fastrnn modules.
+"""torch.jit.trace, torch.jit.script, torch.export, torch.compile and torch.func on fastrnn modules.
 
 fastrnn's kernels run outside torch's ops, so a graph recorder would not see them (a trace
 would keep the outputs as constants). While a graph is being captured, fastrnn hands the call
@@ -163,3 +163,45 @@ def test_functional_under_trace():
             lambda x, h: functional.gru(x, h, gru._flat_weights, backend="numba")[0], (_input("GRU", {}), h0))
     x2 = 3 * torch.randn(T, B, I)
     torch.testing.assert_close(traced(x2, h0), gru(x2, h0)[0])
+
+
+# torch.func transforms look inside the ops of a call; fastrnn's kernels have none to look at,
+# so under a transform the call runs torch.nn's computation, and the transform gives what it
+# gives for torch.nn (torch's own limits included).
+
+
+@pytest.mark.parametrize("name, kw", _all_cases(), ids=_ids(_all_cases()))
+def test_torch_func_grad_and_jacrev(name, kw):
+    ref, fast = _pair(name, "numba", **kw)
+    x = _input(name, kw)
+    results = []
+    for module in (ref, fast):
+        params = {k: v.detach() for k, v in module.named_parameters()}
+
+        def loss(p, inp, module=module):
+            return _first(torch.func.functional_call(module, p, (inp,))).pow(2).sum()
+
+        grads = torch.func.grad(loss, argnums=(0, 1))(params, x)
+        jac = torch.func.jacrev(lambda inp, module=module: _first(module(inp)))(x)
+        results.append([*grads[0].values(), grads[1], jac])
+    assert len(results[0]) == len(results[1])
+    for a, e in zip(results[1], results[0]):
+        torch.testing.assert_close(a, e)
+
+
+def test_torch_func_per_sample_gradients():
+    """vmap over grad: one gradient per sequence of the batch (what torch.nn's LSTM supports)."""
+    ref, fast = _pair("LSTM", "numba")
+    x = torch.randn(T, B, I)
+    results = []
+    for module in (ref, fast):
+        params = {k: v.detach() for k, v in module.named_parameters()}
+
+        def loss(p, seq, module=module):
+            return torch.func.functional_call(module, p, (seq.unsqueeze(1),))[0].pow(2).sum()
+
+        per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 1))(params, x)
+        results.append(list(per_sample.values()))
+    for a, e in zip(results[1], results[0]):
+        assert a.shape[0] == B
+        torch.testing.assert_close(a, e)
