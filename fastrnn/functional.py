@@ -115,7 +115,7 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
         _check_state("hidden[1]", c0, (LD, B, H), x.dtype)
     packed = batch_sizes is not None
     if handoffs and (
-            native.capture() == "graph"
+            native.capture() == "torch"
             or native.takes_cuda(backend, x)
             or native.takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training,
                                       num_layers)

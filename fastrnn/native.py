@@ -48,6 +48,7 @@ follows the measured table (_FEW_STEPS_TORCH_MAX).
 import os
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch.nn.utils.rnn import PackedSequence
 
 from . import backends
@@ -280,20 +281,21 @@ def takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training, nu
 
 
 def capture():
-    """How this call is being recorded or transformed, if it is. fastrnn's kernels run outside
-    torch's ops, so no graph recorder sees them and no torch.func transform can look inside.
-    "graph": torch.jit.trace, torch.export (ONNX export runs one of them) or a torch.func
-    transform (grad, vmap, jacrev, ...): the call runs torch.nn's own computation, which these
-    record or transform as they would torch.nn's. "compile": torch.compile's dynamo is tracing
-    it. None: a plain call."""
+    """Whether this call is being recorded or transformed, and how. fastrnn's kernels run
+    outside torch's ops, so no graph recorder sees them and no transform can look inside.
+    "torch": torch.jit.trace, torch.export (ONNX export runs one of them), a torch.func
+    transform (grad, vmap, jacrev, ...) or forward-mode AD: the call runs torch.nn's own
+    computation, which these record or transform as they would torch.nn's. "compile":
+    torch.compile's dynamo is tracing it. None: a plain call."""
     # The order matters under dynamo, which folds the first two to constants and cannot
     # trace the others.
     if torch.compiler.is_exporting():
-        return "graph"
+        return "torch"
     if torch.compiler.is_dynamo_compiling():
         return "compile"
-    if torch._C._is_tracing() or torch._C._are_functorch_transforms_active():
-        return "graph"
+    if (torch._C._is_tracing() or torch._C._are_functorch_transforms_active()
+            or _forward_ad._current_level >= 0):
+        return "torch"
     return None
 
 

@@ -205,3 +205,26 @@ def test_torch_func_per_sample_gradients():
     for a, e in zip(results[1], results[0]):
         assert a.shape[0] == B
         torch.testing.assert_close(a, e)
+
+
+def _tangent(module, x):
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        out = _first(module(fwAD.make_dual(x, torch.ones_like(x))))
+        return fwAD.unpack_dual(out).tangent
+
+
+@pytest.mark.parametrize("name, kw", _all_cases(), ids=_ids(_all_cases()))
+def test_forward_mode_ad_as_torch(name, kw):
+    """Forward-mode AD gives torch.nn's tangents, and fails where torch.nn's does (torch's
+    oneDNN LSTM has no forward AD)."""
+    ref, fast = _pair(name, "numba", **kw)
+    x = _input(name, kw)
+    try:
+        expected = _tangent(ref, x)
+    except RuntimeError as e:
+        with pytest.raises(RuntimeError, match="forward AD"):
+            _tangent(fast, x)
+        assert "forward AD" in str(e)
+        return
+    torch.testing.assert_close(_tangent(fast, x), expected)
