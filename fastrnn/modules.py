@@ -175,8 +175,9 @@ class RNN(_StackMixin, nn.RNN):
     _kind = "rnn"
 
 
+# Runs forward again outside dynamo, where capture() sees what else is going on (autocast, ...).
 _eager_stack_forward = torch.compiler.disable(
-    _StackMixin._forward, reason="fastrnn's LSTM/GRU/RNN run eagerly under torch.compile, as "
+    _StackMixin.forward, reason="fastrnn's LSTM/GRU/RNN run eagerly under torch.compile, as "
     "torch.nn's do (dynamo does not trace RNN modules); fullgraph=True cannot include them")
 
 

@@ -284,9 +284,10 @@ def capture():
     """Whether this call is being recorded or transformed, and how. fastrnn's kernels run
     outside torch's ops, so no graph recorder sees them and no transform can look inside.
     "torch": torch.jit.trace, torch.export (ONNX export runs one of them), a torch.func
-    transform (grad, vmap, jacrev, ...) or forward-mode AD: the call runs torch.nn's own
-    computation, which these record or transform as they would torch.nn's. "compile":
-    torch.compile's dynamo is tracing it. None: a plain call."""
+    transform (grad, vmap, jacrev, ...), forward-mode AD or torch.autocast: the call runs
+    torch.nn's own computation, which these record or transform as they would torch.nn's
+    (autocast's mixed precision included: fastrnn's kernels compute in the input's dtype).
+    "compile": torch.compile's dynamo is tracing it. None: a plain call."""
     # The order matters under dynamo, which folds the first two to constants and cannot
     # trace the others.
     if torch.compiler.is_exporting():
@@ -294,7 +295,7 @@ def capture():
     if torch.compiler.is_dynamo_compiling():
         return "compile"
     if (torch._C._is_tracing() or torch._C._are_functorch_transforms_active()
-            or _forward_ad._current_level >= 0):
+            or _forward_ad._current_level >= 0 or torch._C._is_any_autocast_enabled()):
         return "torch"
     return None
 

@@ -228,3 +228,22 @@ def test_forward_mode_ad_as_torch(name, kw):
         assert "forward AD" in str(e)
         return
     torch.testing.assert_close(_tangent(fast, x), expected)
+
+
+@pytest.mark.parametrize("backend", ["auto", "numba"])
+@pytest.mark.parametrize("name, kw", _all_cases(), ids=_ids(_all_cases()))
+def test_autocast_as_torch(name, kw, backend):
+    """Under torch.autocast the call is torch.nn's: autocast's mixed precision (which ops run in
+    bfloat16, the output dtype) is torch's, and fastrnn's kernels compute in the input dtype."""
+    ref, fast = _pair(name, backend, **kw)
+    x = _input(name, kw)
+    results = []
+    for module in (ref, fast):
+        xx = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = _first(module(xx))
+        out.float().pow(2).sum().backward()
+        results.append((out, xx.grad))
+    assert results[1][0].dtype == results[0][0].dtype
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=0, atol=0)
