@@ -47,7 +47,7 @@ class _BackendMixin:
         kernels, which TorchScript cannot compile. The twin shares this module's parameters,
         buffers and settings, so the scripted module computes what this one does. torch puts
         the twin in place of this module inside a scripted parent, hence the warning."""
-        name = self._torch_class.__name__
+        name = self._torch_name()
         warnings.warn(
             f"torch.jit.script: fastrnn.{name} is scripted as torch.nn.{name} (same parameters). "
             f"torch also replaces it with that torch.nn.{name} inside the module being scripted; "

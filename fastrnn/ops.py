@@ -101,6 +101,18 @@ def _lstm_rnn_bias(b_ih, b_hh):
     return b_ih + b_hh
 
 
+def _gru_biases(b_ih, b_hh):
+    """(bias of the input projection, b_hn), or (None, None) without biases: b_hr and b_hz add
+    to the input projection; b_hn sits inside r * (.) and stays apart. Differentiable (the
+    create_graph path rebuilds the layer with it)."""
+    if b_ih is None:
+        return None, None
+    H = b_hh.shape[0] // 3
+    xbias = b_ih.clone()
+    xbias[: 2 * H] += b_hh[: 2 * H]
+    return xbias, b_hh[2 * H:].contiguous()
+
+
 # ------------------------------------------------------------- differentiable gradients
 # backward(create_graph=True) (a gradient penalty, second-order methods) needs gradients that
 # autograd can differentiate again, as torch.nn's are. The fused kernels' backward is not, so
@@ -114,11 +126,7 @@ def _lstm_graph(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse):
 
 
 def _gru_graph(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
-    H = w_hh.shape[1]
-    xbias = b_hn = None
-    if b_ih is not None:
-        xbias = b_ih + torch.cat([b_hh[: 2 * H], torch.zeros_like(b_hh[2 * H:])])
-        b_hn = b_hh[2 * H:]
+    xbias, b_hn = _gru_biases(b_ih, b_hh)
     xg = F.linear(x, w_ih, xbias)
     return reference.gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, False)[:2]
 
@@ -128,18 +136,19 @@ def _rnn_graph(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, nonlinearity):
     return reference.rnn_forward(xg, w_hh, h0, lengths, reverse, nonlinearity, False)[:2]
 
 
-def _graph_grads(ctx, layer, inputs, grads, options, trailing):
+def _graph_grads(ctx, layer, inputs, grads, options):
     """The Function's input gradients as a graph: ``layer(*inputs, *options)`` differentiated by
     autograd with create_graph, so they depend on the inputs and on ``grads`` as they should.
-    ``trailing`` is the number of non-tensor arguments after ``inputs`` (gradient None)."""
-    need = ctx.needs_input_grad[:len(inputs)]
+    ``inputs`` are the Function's first arguments; the ones after them (lengths, flags, the
+    backend) never need a gradient."""
+    need = ctx.needs_input_grad
     wanted = [t for t, n in zip(inputs, need) if n]
     with torch.enable_grad():
         outs = layer(*inputs, *options)
     pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
     got = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
                                    create_graph=True, allow_unused=True))
-    return tuple(next(got) if n else None for n in need) + (None,) * trailing
+    return tuple(next(got) if n else None for n in need)
 
 
 class LSTMFunction(torch.autograd.Function):
@@ -163,7 +172,7 @@ class LSTMFunction(torch.autograd.Function):
         x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, out, *saved = ctx.saved_tensors
         if torch.is_grad_enabled():
             return _graph_grads(ctx, _lstm_graph, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr),
-                                (grad_out, grad_hn, grad_cn), (lengths, ctx.reverse), 3)
+                                (grad_out, grad_hn, grad_cn), (lengths, ctx.reverse))
         w_hh, w_hr, h0, c0 = _c(w_hh), _c(w_hr), _c(h0), _c(c0)
         dg, dh0, dc0, dw_hr = ctx.backend.lstm_backward(
             grad_out, grad_hn.contiguous(), grad_cn.contiguous(), tuple(saved),
@@ -181,14 +190,7 @@ class GRUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, backend):
         need_grad = any(ctx.needs_input_grad[:6])
-        H = w_hh.shape[1]
-        if b_ih is None:
-            xbias, b_hn = None, None
-        else:
-            # b_hr and b_hz add to the input projection; b_hn sits inside r * (.) and stays apart.
-            xbias = b_ih.clone()
-            xbias[: 2 * H] += b_hh[: 2 * H]
-            b_hn = b_hh[2 * H:].contiguous()
+        xbias, b_hn = _gru_biases(b_ih, b_hh)
         xg = _projection(x, w_ih, xbias, backend)
         out, h_n, saved = backend.gru_forward(xg, _c(w_hh), b_hn, _c(h0), lengths, reverse, need_grad)
         if need_grad:
@@ -201,7 +203,7 @@ class GRUFunction(torch.autograd.Function):
         x, h0, w_ih, w_hh, b_ih, b_hh, b_hn, lengths, out, *saved = ctx.saved_tensors
         if torch.is_grad_enabled():
             return _graph_grads(ctx, _gru_graph, (x, h0, w_ih, w_hh, b_ih, b_hh),
-                                (grad_out, grad_hn), (lengths, ctx.reverse), 3)
+                                (grad_out, grad_hn), (lengths, ctx.reverse))
         w_hh, h0 = _c(w_hh), _c(h0)
         dxg, dhg, dh0 = ctx.backend.gru_backward(
             grad_out, grad_hn.contiguous(), tuple(saved),
@@ -232,7 +234,7 @@ class RNNFunction(torch.autograd.Function):
         x, h0, w_ih, w_hh, b_ih, b_hh, lengths, out, *saved = ctx.saved_tensors
         if torch.is_grad_enabled():
             return _graph_grads(ctx, _rnn_graph, (x, h0, w_ih, w_hh, b_ih, b_hh),
-                                (grad_out, grad_hn), (lengths, ctx.reverse, ctx.nonlinearity), 4)
+                                (grad_out, grad_hn), (lengths, ctx.reverse, ctx.nonlinearity))
         w_hh, h0 = _c(w_hh), _c(h0)
         dg, dh0 = ctx.backend.rnn_backward(
             grad_out, grad_hn.contiguous(), tuple(saved),
