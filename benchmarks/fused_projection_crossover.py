@@ -1,5 +1,5 @@
 """LSTM layers against torch with the input projection taken inside the loop from
-FUSE_MANY_ROWS rows per thread, and without (kernels/numba/launch.py's fusion rule).
+fuse_many_rows rows per thread, and without (kernels/tuning.py's fusion rules).
 
 Run: python benchmarks/fused_projection_crossover.py [T] [batches] [hidden size]
   e.g. python benchmarks/fused_projection_crossover.py 100 16,32,48,64 256
@@ -14,14 +14,15 @@ import torch
 
 import fastrnn
 from fastrnn.bench import timing
-from fastrnn.kernels.numba import launch
+from ab import Switch
+from fastrnn.kernels.tuning import current
 
 NEVER = 1 << 62
 
 
 def main(T, batches, H):
-    saved = launch.FUSE_MANY_ROWS
-    try:
+    default = current().fuse_many_rows
+    with Switch() as switch:
         for B in batches:
             reference = torch.nn.LSTM(H, H)
             model = fastrnn.LSTM(H, H, backend="numba")
@@ -35,7 +36,7 @@ def main(T, batches, H):
                         if rows is None:
                             reference(x)
                         else:
-                            launch.FUSE_MANY_ROWS = rows
+                            switch(fuse_many_rows=rows)
                             model(x)
                 return fn
 
@@ -44,16 +45,14 @@ def main(T, batches, H):
                     if rows is None:
                         reference(xr)[0].sum().backward()
                     else:
-                        launch.FUSE_MANY_ROWS = rows
+                        switch(fuse_many_rows=rows)
                         model(xr)[0].sum().backward()
                 return fn
 
             for mode, make in (("inference", infer), ("training", train)):
-                t = timing.medians([make(None), make(NEVER), make(saved)], 7)
+                t = timing.medians([make(None), make(NEVER), make(default)], 7)
                 print(f"T={T} B={B:3d} H={H} {mode:9s} torch {t[0]:7.2f} ms  "
                       f"not fused {t[0] / t[1]:.2f}x  fused {t[0] / t[2]:.2f}x", flush=True)
-    finally:
-        launch.FUSE_MANY_ROWS = saved
 
 
 if __name__ == "__main__":

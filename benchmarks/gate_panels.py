@@ -1,6 +1,6 @@
 """LSTM layers against torch with each step's cells updated on the product's accumulators
 (lstm.lstm_forward_cells, W_hh^T in gate panels) and with the plain product and a separate
-pointwise pass (kernels/numba/launch.py's GATE_PANELS_MAX_ROWS rule).
+pointwise pass (kernels/tuning.py's gate_panels_max_rows rule).
 
 Run: python benchmarks/gate_panels.py [T] [batches] [hidden sizes]
   e.g. python benchmarks/gate_panels.py 100 1,2,3,6 64,128,192
@@ -18,11 +18,11 @@ import torch
 import fastrnn
 from fastrnn.bench import timing
 from fastrnn.kernels.numba import launch
+from ab import Switch
 
 
 def main(T, batches, sizes):
-    saved = launch.GATE_PANELS_MAX_ROWS
-    try:
+    with Switch() as switch:
         for H in sizes:
             for B in batches:
                 reference = torch.nn.LSTM(H, H)
@@ -30,7 +30,7 @@ def main(T, batches, sizes):
                 model.load_state_dict(reference.state_dict())
                 x = torch.randn(T, B, H)
                 xr = x.clone().requires_grad_()
-                launch.GATE_PANELS_MAX_ROWS = 1 << 30
+                switch(gate_panels_max_rows=1 << 30)
                 route = launch.explain("lstm", T, B, H, I=H)
                 panels = "registers" in route
 
@@ -40,7 +40,7 @@ def main(T, batches, sizes):
                             if rows is None:
                                 reference(x)
                             else:
-                                launch.GATE_PANELS_MAX_ROWS = rows
+                                switch(gate_panels_max_rows=rows)
                                 model(x)
                     return fn
 
@@ -49,7 +49,7 @@ def main(T, batches, sizes):
                         if rows is None:
                             reference(xr)[0].sum().backward()
                         else:
-                            launch.GATE_PANELS_MAX_ROWS = rows
+                            switch(gate_panels_max_rows=rows)
                             model(xr)[0].sum().backward()
                     return fn
 
@@ -59,8 +59,6 @@ def main(T, batches, sizes):
                     print(f"T={T} B={B:2d} H={H:4d} {mode:9s} torch {t[0]:7.3f} ms  "
                           f"plain {t[0] / t[1]:.2f}x  panels {t[0] / t[2]:.2f}x  "
                           f"panels/plain {t[1] / t[2]:.2f}x{note}", flush=True)
-    finally:
-        launch.GATE_PANELS_MAX_ROWS = saved
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Every forward call packs W_hh^T (a transposed view of the (G*H, P) weight) and every backward
 call W_hh itself (linalg.pack_weight; the "columns" strategy packs per slice of hidden units,
-linalg.pack_weight_slices, on the threads from launch.PACK_SPLIT_MIN_BYTES). Compared here:
+linalg.pack_weight_slices, on the threads from tuning's pack_split_min_bytes). Compared here:
   numpy views   the same layout written with numpy reshape/transpose copies (the packer before
                 the compiled ones);
   compiled      pack_weight (one thread);

@@ -1,6 +1,6 @@
 """Where splitting a compiled recurrence's batch rows over torch's threads starts to pay.
 
-Sets kernels/numba/launch.py's SPLIT_MIN_MACS (multiply-adds over all steps of one call). Runs
+Sets kernels/tuning.py's split_min_macs (multiply-adds over all steps of one call). Runs
 each layer with the split allowed (threshold 0) and forbidden, and prints milliseconds per call
 and split / one-thread time (below 1: the split is faster), inference (no_grad) and training
 (forward + backward of the output sum), input size = H, float32, medians of interleaved runs.
@@ -11,7 +11,7 @@ import torch
 
 import fastrnn
 from fastrnn.bench import timing
-from fastrnn.kernels.numba import launch
+from ab import Switch
 
 CLASSES = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn": fastrnn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -23,8 +23,7 @@ CASES = [("gru", 6, 4, 128), ("gru", 8, 4, 128), ("rnn", 8, 4, 256), ("gru", 4, 
 
 
 def main():
-    default = launch.SPLIT_MIN_MACS
-    try:
+    with Switch() as switch:
         for kind, T, B, H in CASES:
             model = CLASSES[kind](H, H, backend="numba")
             x = torch.randn(T, B, H)
@@ -32,14 +31,14 @@ def main():
 
             def infer(threshold):
                 def fn():
-                    launch.SPLIT_MIN_MACS = threshold
+                    switch(split_min_macs=threshold)
                     with torch.no_grad():
                         model(x)
                 return fn
 
             def train(threshold):
                 def fn():
-                    launch.SPLIT_MIN_MACS = threshold
+                    switch(split_min_macs=threshold)
                     model(xr)[0].sum().backward()
                 return fn
 
@@ -50,8 +49,6 @@ def main():
                   f"inference split {inference[0]:.3f} one {inference[1]:.3f} "
                   f"({inference[0] / inference[1]:.2f}) | training split {training[0]:.3f} "
                   f"one {training[1]:.3f} ({training[0] / training[1]:.2f})", flush=True)
-    finally:
-        launch.SPLIT_MIN_MACS = default
 
 
 if __name__ == "__main__":

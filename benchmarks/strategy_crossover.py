@@ -1,4 +1,4 @@
-"""The numba backend's three strategies against each other, to set kernels/numba/launch.py's rule.
+"""The numba backend's three strategies against each other, to set kernels/tuning.py's rules.
 
 Strategy "loop": one compiled loop over all steps, batch rows split over torch's threads.
 Strategy "columns": the same loop with the hidden units split over the threads instead.
@@ -15,7 +15,7 @@ import torch
 
 import fastrnn
 from fastrnn.bench import timing
-from fastrnn.kernels.numba import launch
+from ab import Switch
 
 CLASSES = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn": fastrnn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -24,7 +24,7 @@ STRATEGIES = ("loop", "columns", "step")
 
 def main(kinds, batches, hiddens):
     T = 50
-    try:
+    with Switch() as switch:
         for kind in kinds:
             for B in batches:
                 for H in hiddens:
@@ -34,14 +34,14 @@ def main(kinds, batches, hiddens):
 
                     def infer(strategy):
                         def fn():
-                            launch.STRATEGY = strategy
+                            switch(numba_strategy=strategy)
                             with torch.no_grad():
                                 model(x)
                         return fn
 
                     def train(strategy):
                         def fn():
-                            launch.STRATEGY = strategy
+                            switch(numba_strategy=strategy)
                             model(xr)[0].sum().backward()
                         return fn
 
@@ -56,8 +56,6 @@ def main(kinds, batches, hiddens):
 
                     print(f"{kind:4s} B={B:3d} H={H:4d} W={weight_kib:5d} KiB | inference "
                           f"{row(inference)} | training {row(training)}", flush=True)
-    finally:
-        launch.STRATEGY = "auto"
 
 
 def _ints(arg, default):

@@ -1,16 +1,16 @@
 """Where oneDNN's backward-weights primitive beats torch.mm for an RNN's weight gradients.
 
-Sets gemm.BACKWARD_WEIGHTS_MIN_MACS (fastrnn/kernels/gemm.py). For each shape, the gradients
+Sets onednn_weight_grads_min_macs (kernels/tuning.py). For each shape, the gradients
 of two weights that share one output gradient (M = steps x rows, N = gates x hidden, K = the
 inputs' width), with the bias gradient, as the LSTM/RNN backward needs them: torch.mm's
 transposed products plus a column sum, against gemm.weight_grads forced onto oneDNN. Prints
 both medians (interleaved, fastrnn.bench's timer), their ratio and the largest difference.
 Run: python benchmarks/weight_grad_crossover.py
 
-With --numba it sets launch.OWN_WEIGHT_GRAD_MAX_STEPS instead: the same gradients through
+With --numba it sets own_weight_grads_max_rows instead: the same gradients through
 torch.mm against the numba backend's own product (launch.weight_grads), which reads dG in place.
 
-With --dx it sets gemm.COPY_WEIGHT_MIN_ROWS: the input gradient dx = dG @ W_ih, which
+With --dx it sets copy_weight_min_rows: the input gradient dx = dG @ W_ih, which
 reads the weight transposed, through torch.mm in place against copying W_ih^T contiguous and
 calling oneDNN's inner product (which takes contiguous weights only).
 """
@@ -22,6 +22,7 @@ import torch
 
 from fastrnn.bench import timing
 from fastrnn.kernels import gemm
+from fastrnn.kernels.tuning import tuning
 
 # (T, B, H, gates): the benchmark grid's layers and a few between them.
 SHAPES = [(100, 1, 64, 4), (100, 4, 128, 4), (20, 16, 128, 4), (100, 16, 64, 4), (100, 16, 128, 3),
@@ -43,7 +44,8 @@ def main():
     args = parser.parse_args()
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}")
     if args.numba:
-        weight_gradients("numba", numba_weight_grads)
+        weight_gradients("numba", numba_weight_grads,
+                         dict(own_weight_grads_max_rows=1 << 40, own_weight_grads_min_macs=0))
         return
     if gemm._OPS is None or not gemm.onednn_enabled() or (
             not args.dx and gemm._BACKWARD_WEIGHTS is None):
@@ -51,7 +53,7 @@ def main():
     if args.dx:
         input_gradient()
     else:
-        weight_gradients("oneDNN", onednn_weight_grads)
+        weight_gradients("oneDNN", onednn_weight_grads, dict(onednn_weight_grads_min_macs=0))
 
 
 def input_gradient():
@@ -71,44 +73,36 @@ def input_gradient():
               f"  torch.mm/(copy+oneDNN) {t_mm / t_dnn:5.2f}  max diff {err:.1e}", flush=True)
 
 
-def weight_gradients(name, forced):
+def weight_gradients(name, forced, rules):
     """torch.mm's transposed products against forced(grad, inputs), the other path with its
-    rule switched on, at every shape."""
-    for T, B, H, G in SHAPES:
-        M, N = T * B, G * H
-        grad, inputs = torch.randn(M, N), [torch.randn(M, H), torch.randn(M, H)]
+    rule switched on (tuning(**rules), around every shape: torch.mm's side reads no rule), at
+    every shape."""
+    with tuning(**rules):
+        for T, B, H, G in SHAPES:
+            M, N = T * B, G * H
+            grad, inputs = torch.randn(M, N), [torch.randn(M, H), torch.randn(M, H)]
 
-        def mm():
-            return [grad.t() @ a for a in inputs], grad.sum(0)
+            def mm():
+                return [grad.t() @ a for a in inputs], grad.sum(0)
 
-        def other():
-            return forced(grad, inputs)
+            def other():
+                return forced(grad, inputs)
 
-        (a, b), (c, d) = mm(), other()
-        err = max((x - y).abs().max().item() for x, y in zip(a + [b], c + [d]))
-        t_mm, t_other = timing.medians([mm, other], 9)
-        print(f"M={M:5d} N={N:5d} K={H:5d}  2^{math.log2(M * N * H):4.1f} MACs  "
-              f"torch.mm {t_mm:8.3f} ms  {name} {t_other:8.3f} ms  "
-              f"torch.mm/{name} {t_mm / t_other:5.2f}  max diff {err:.1e}", flush=True)
+            (a, b), (c, d) = mm(), other()
+            err = max((x - y).abs().max().item() for x, y in zip(a + [b], c + [d]))
+            t_mm, t_other = timing.medians([mm, other], 9)
+            print(f"M={M:5d} N={N:5d} K={H:5d}  2^{math.log2(M * N * H):4.1f} MACs  "
+                  f"torch.mm {t_mm:8.3f} ms  {name} {t_other:8.3f} ms  "
+                  f"torch.mm/{name} {t_mm / t_other:5.2f}  max diff {err:.1e}", flush=True)
 
 
 def onednn_weight_grads(grad, inputs):
-    saved = gemm.BACKWARD_WEIGHTS_MIN_MACS
-    gemm.BACKWARD_WEIGHTS_MIN_MACS = 0
-    try:
-        return gemm.weight_grads(grad, inputs, True)
-    finally:
-        gemm.BACKWARD_WEIGHTS_MIN_MACS = saved
+    return gemm.weight_grads(grad, inputs, True)
 
 
 def numba_weight_grads(grad, inputs):
     from fastrnn.kernels.numba import launch
-    saved = launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS
-    launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS = 1 << 40, 0
-    try:
-        return launch.weight_grads(grad, inputs, True)
-    finally:
-        launch.OWN_WEIGHT_GRAD_MAX_STEPS, launch.OWN_WEIGHT_GRAD_MIN_MACS = saved
+    return launch.weight_grads(grad, inputs, True)
 
 
 if __name__ == "__main__":

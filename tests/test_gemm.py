@@ -4,9 +4,8 @@ for every dtype), including the shapes that switch to oneDNN and its pre-packed 
 import pytest
 import torch
 
-from fastrnn.kernels import cpu, gemm
+from fastrnn.kernels import gemm, tuning
 from fastrnn.kernels import numba as numba_backend
-from fastrnn.kernels.numba import launch
 from rnn_cases import check_parity
 
 SHAPES = [(1, 64, 256), (3, 512, 2048), (64, 256, 1024), (128, 33, 7), (1600, 16, 16), (0, 16, 16)]
@@ -44,17 +43,17 @@ def test_large_shapes_take_onednn_when_available():
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-def test_module_on_onednn_sized_layer_matches_torch(kind, monkeypatch):
+def test_module_on_onednn_sized_layer_matches_torch(kind, tune):
     """A hidden size whose recurrent product is packed for oneDNN, end to end, all gradients."""
     H = {"lstm": 512, "gru": 592, "rnn": 1024}[kind]
     B = 4
-    monkeypatch.setattr(launch, "STRATEGY", "step")     # the per-step GEMM
+    tune(numba_strategy="step")     # the per-step GEMM
     if gemm._OPS is not None and torch.backends.mkldnn.is_available():
         assert "oneDNN packed" in numba_backend.explain(kind, 3, B, H)
     check_parity(kind, "numba", torch.float32, 16, H, 3, B, form="packed_unsorted", bidirectional=True)
 
 
-# Shapes below and above 2^24 multiply-adds (Zen 5's gemm.BACKWARD_WEIGHTS_MIN_MACS), with each
+# Shapes below and above 2^24 multiply-adds (Zen 5's onednn_weight_grads_min_macs), with each
 # family's rule (gemm_family), so both paths run on any CPU.
 WEIGHT_GRAD_SHAPES = [(100, 256, [64]), (320, 512, [128, 128]), (1600, 96, [200]),
                       (6400, 1024, [256, 256]), (1, 8, [4])]
@@ -141,7 +140,7 @@ def test_transposed_weights_are_copied_for_onednn_from_the_measured_rows(monkeyp
 
 @pytest.mark.parametrize("kind, kw", [("lstm", {}), ("lstm", {"proj_size": 24}), ("gru", {}),
                                       ("rnn", {}), ("gru", {"bias": False})])
-def test_modules_with_onednn_weight_grads_match_torch(kind, kw, monkeypatch):
+def test_modules_with_onednn_weight_grads_match_torch(kind, kw, monkeypatch, tune):
     # A training call whose weight gradients take oneDNN's backward-weights primitive (20 steps
     # x 16 rows x 256 units x 256 inputs: 2^24.3 multiply-adds for the RNN, more with gates;
     # the projected LSTM's W_hh gradient, 24 wide, stays torch.mm), packed and bidirectional.
@@ -151,9 +150,8 @@ def test_modules_with_onednn_weight_grads_match_torch(kind, kw, monkeypatch):
         monkeypatch.setattr(gemm, "_BACKWARD_WEIGHTS", lambda *a: calls.append(1) or real(*a))
     # Zen 5's rule, which takes oneDNN from 2^24 (other CPUs never do), whatever this CPU is;
     # the numba backend's own weight gradients (launch.weight_grads) left out.
-    monkeypatch.setattr(gemm, "BACKWARD_WEIGHTS_MIN_MACS",
-                        gemm.BACKWARD_WEIGHTS_MIN_MACS_BY_FAMILY[cpu.ZEN5])
-    monkeypatch.setattr(launch, "OWN_WEIGHT_GRAD_MAX_STEPS", 0)
+    tune(onednn_weight_grads_min_macs=tuning.ZEN5.onednn_weight_grads_min_macs,
+         own_weight_grads_max_rows=0)
     check_parity(kind, "numba", torch.float32, 256, 256, 20, 16, form="packed_unsorted",
                  bidirectional=True, **kw)
     if real is not None and torch.backends.mkldnn.is_available():

@@ -1,6 +1,6 @@
 """The LSTM loop that updates each step's cells on the product's accumulators
 (lstm.lstm_forward_cells over W_hh^T packed by linalg.pack_gate_panels) against the plain loop
-and torch.nn, and the rule that picks it (launch.GATE_PANELS_MAX_ROWS)."""
+and torch.nn, and the rule that picks it (tuning: gate_panels_max_rows)."""
 
 import numpy as np
 import pytest
@@ -41,9 +41,8 @@ def test_gate_panels_are_the_pack_of_reordered_columns(dtype, K, blocks):
     np.testing.assert_array_equal(pack_gate_panels(w), pack_weight(np.ascontiguousarray(w[order].T)))
 
 
-def _forward(dtype, T, B, H, lengths, reverse, need_grad, panels, monkeypatch):
-    monkeypatch.setattr(launch, "STRATEGY", "loop")
-    monkeypatch.setattr(launch, "GATE_PANELS_MAX_ROWS", 1 << 20 if panels else 0)
+def _forward(dtype, T, B, H, lengths, reverse, need_grad, panels, tune):
+    tune(numba_strategy="loop", gate_panels_max_rows=1 << 20 if panels else 0)
     g = torch.Generator().manual_seed(7)
 
     def u(*shape, scale=1.0):
@@ -67,16 +66,16 @@ LENGTHS = {None: None, "mixed": [7, 3, 0, 7, 5], "pairs": [2, 7, 7, 1, 4]}
 @pytest.mark.parametrize("need_grad", [False, True], ids=["infer", "train"])
 @pytest.mark.parametrize("split", [False, True], ids=["one", "split"])
 def test_cells_on_the_product_match_the_plain_loop(dtype, lengths_kind, reverse, need_grad,
-                                                   split, poison, monkeypatch):
+                                                   split, poison, monkeypatch, tune):
     T, B = 7, 5
     H = 2 * lanes(np.float64 if dtype == torch.float64 else np.float32)
     if split:   # chunks of 2, 2 and 1 rows on torch's team
-        monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0)
+        tune(split_min_macs=0)
         monkeypatch.setattr(team, "threads", lambda: 3)
     lens = LENGTHS[lengths_kind]
     lengths = None if lens is None else torch.tensor(lens, dtype=torch.int64)
-    got = _forward(dtype, T, B, H, lengths, reverse, need_grad, True, monkeypatch)
-    want = _forward(dtype, T, B, H, lengths, reverse, need_grad, False, monkeypatch)
+    got = _forward(dtype, T, B, H, lengths, reverse, need_grad, True, tune)
+    want = _forward(dtype, T, B, H, lengths, reverse, need_grad, False, tune)
     assert len(got) == len(want) == (5 if need_grad else 3)
     tol = dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=2e-6, rtol=2e-6)
     for name, a, b in zip(["out", "h", "c", "gates", "cs"], got, want):
@@ -88,11 +87,9 @@ def test_cells_on_the_product_match_the_plain_loop(dtype, lengths_kind, reverse,
 @pytest.mark.parametrize("form, kw", [("batched", {}), ("packed_unsorted", {}),
                                       ("batched", {"bidirectional": True, "num_layers": 2}),
                                       ("batched", {"batch_first": True, "bias": False})])
-def test_layers_through_gate_panels_match_torch(dtype, form, kw, monkeypatch):
+def test_layers_through_gate_panels_match_torch(dtype, form, kw, monkeypatch, tune):
     # Every LSTM forward on the gate-panel loop (no fused projection), trained against torch.nn.
-    monkeypatch.setattr(launch, "STRATEGY", "loop")
-    monkeypatch.setattr(launch, "FUSE_PROJECTION", False)
-    monkeypatch.setattr(launch, "GATE_PANELS_MAX_ROWS", 1 << 20)
+    tune(numba_strategy="loop", fuse_projection=False, gate_panels_max_rows=1 << 20)
     taken = []
     real = launch.lstm_forward_cells
     monkeypatch.setattr(launch, "lstm_forward_cells", lambda *a: taken.append(1) or real(*a))

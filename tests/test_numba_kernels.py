@@ -16,8 +16,8 @@ import torch
 pytest.importorskip("numba")
 
 from fastrnn import ops, reference  # noqa: E402
+from fastrnn.kernels import cpu, tuning  # noqa: E402
 from fastrnn.kernels import numba as nb  # noqa: E402
-from fastrnn.kernels import cpu  # noqa: E402
 from fastrnn.kernels.numba import launch, linalg, team  # noqa: E402
 
 TOL = {torch.float64: dict(atol=1e-9, rtol=1e-7), torch.float32: dict(atol=3e-5, rtol=2e-4)}
@@ -41,20 +41,20 @@ def poison(monkeypatch):
 
 
 @pytest.fixture(params=["loop", "loop_split", "columns", "torch_mm", "torch_mm_split"])
-def strategy(request, monkeypatch):
+def strategy(request, monkeypatch, tune):
     """Both per-step strategies, each in one thread or with the batch split into chunks on
     torch's OpenMP team (3 chunks: more than the team has threads, and uneven for B = 7), and
     the compiled loop with the hidden units split into 3 slices (more than the team has
     threads: one thread takes two; projected LSTMs take the row split), its weight packed by
     the threads too."""
     name = request.param
-    monkeypatch.setattr(launch, "STRATEGY", "step" if name.startswith("torch_mm") else
-                        "columns" if name == "columns" else "loop")
     split = name.endswith("_split") or name == "columns"
-    monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
-    monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0 if split else 1 << 62)
-    monkeypatch.setattr(launch, "SPLIT_MIN_CELLS_ONE_STEP", 0 if split else 1 << 62)
-    monkeypatch.setattr(launch, "PACK_SPLIT_MIN_BYTES", 0)
+    tune(numba_strategy="step" if name.startswith("torch_mm") else
+         "columns" if name == "columns" else "loop",
+         split_min_macs=0 if split else 1 << 62,
+         split_min_cells=0 if split else 1 << 62,
+         split_min_cells_one_step=0 if split else 1 << 62,
+         pack_split_min_bytes=0)
     if split:
         monkeypatch.setattr(team, "threads", lambda: 3)
     return request.param
@@ -240,11 +240,11 @@ def test_no_grad_forward_matches_reference(cell, reverse, lengths_kind, dtype, s
 
 @pytest.mark.parametrize("H", [7, 32])     # 32: whole vectors, the gate panels (forced on)
 @pytest.mark.parametrize("cell", ["lstm", "lstm_proj"])
-def test_inference_leaves_the_unwritten_buffers_alone(cell, H, strategy, monkeypatch):
+def test_inference_leaves_the_unwritten_buffers_alone(cell, H, strategy, monkeypatch, tune):
     # One gates and cs buffer per shape serves every LSTM call without need_grad
     # (launch.unwritten): no strategy may read them (the poison fixture's NaN would reach the
     # outputs) or write them (checked here on 7-filled ones), dead rows included.
-    monkeypatch.setattr(launch, "GATE_PANELS_MAX_ROWS", 1 << 20)
+    tune(gate_panels_max_rows=1 << 20)
     given = {}
 
     def sevens(shape, dtype):
@@ -261,8 +261,7 @@ def test_inference_leaves_the_unwritten_buffers_alone(cell, H, strategy, monkeyp
 @pytest.mark.parametrize("lengths_kind", [None, "mixed"], ids=["nolen", "lens"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_input_projected_in_chunks_matches_whole(cell, reverse, lengths_kind, need_grad,
-                                                 monkeypatch):
+def test_input_projected_in_chunks_matches_whole(cell, reverse, lengths_kind, need_grad, tune):
     # An ops.InputProjection is projected 3 steps at a time (the last chunk shorter), chunks
     # interleaved with the recurrence; lengths are shifted per chunk. Against the reference run
     # on the whole projection.
@@ -274,10 +273,10 @@ def test_input_projected_in_chunks_matches_whole(cell, reverse, lengths_kind, ne
     w_ih = torch.rand(G, I, generator=g, dtype=torch.float64) - 0.5
     bias = torch.rand(G, generator=g, dtype=torch.float64) - 0.5
     whole = ops._input_projection(x, w_ih, bias)
-    monkeypatch.setattr(launch, "STRATEGY", "loop")
-    monkeypatch.setattr(launch, "FUSE_PROJECTION", False)      # LSTM: see the test below
-    monkeypatch.setattr(launch, "PROJECT_IN_CHUNKS_FROM", 0)
-    monkeypatch.setattr(launch, "PROJECT_CHUNK_BYTES", 3 * B * G * 8)
+    tune(numba_strategy="loop",
+         fuse_projection=False,         # LSTM: see the test below
+         project_in_chunks_from=0,
+         project_chunk_bytes=3 * B * G * 8)
     chunks = list(ops.InputProjection(x, w_ih, bias).chunks(3, reverse))
     assert [t0 for t0, _, _ in chunks] == ([9, 6, 3, 0] if reverse else [0, 3, 6, 9])
     got, saved = _forward(nb, cell, case, ops.InputProjection(x, w_ih, bias), reverse,
@@ -318,15 +317,13 @@ _FUSED_LAUNCHER = {"lstm": "_lstm_forward_fused", "rnn_tanh": "_rnn_forward_fuse
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("cell", FUSED_CELLS)
 def test_projection_inside_the_loop_matches_reference(cell, reverse, lengths_kind, need_grad,
-                                                      dtype, split, monkeypatch):
+                                                      dtype, split, monkeypatch, tune):
     # lstm_forward_fused / rnn_forward_fused ([x_t, h] @ [W_ih, W_hh]^T each step) against the
     # reference on the whole projection, in one thread or as 3 chunks of rows (uneven: 13 rows)
     # on the team; what the LSTM saves for backward equals what the unfused loop saves.
     T, B, H, I = 9, 13, 33, 5
     case, x, w_ih, bias = _projection_case(cell, T, B, H, I, lengths_kind, dtype)
-    monkeypatch.setattr(launch, "STRATEGY", "loop")
-    monkeypatch.setattr(launch, "FUSE_MIN_STEPS", 2)
-    monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0 if split else 1 << 62)
+    tune(numba_strategy="loop", fuse_min_steps=2, split_min_macs=0 if split else 1 << 62)
     if split:
         monkeypatch.setattr(team, "threads", lambda: 3)
     calls = []
@@ -343,7 +340,7 @@ def test_projection_inside_the_loop_matches_reference(cell, reverse, lengths_kin
         assert a.dtype == dtype
         torch.testing.assert_close(a.double(), b, **TOL[dtype])
     if need_grad and cell == "lstm":
-        monkeypatch.setattr(launch, "FUSE_PROJECTION", False)
+        tune(fuse_projection=False)
         unfused = _forward(nb, cell, low, projection, reverse, True)[1]
         assert len(saved) == len(unfused) == 2
         for a, b in zip(saved, unfused):
@@ -352,9 +349,9 @@ def test_projection_inside_the_loop_matches_reference(cell, reverse, lengths_kin
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 @pytest.mark.parametrize("cell", FUSED_CELLS)
-def test_projection_inside_the_loop_half_types(cell, dtype, monkeypatch):
+def test_projection_inside_the_loop_half_types(cell, dtype, monkeypatch, tune):
     # Half inputs: the float32 computation, rounded once.
-    monkeypatch.setattr(launch, "FUSE_MIN_STEPS", 2)
+    tune(fuse_min_steps=2)
     calls = []
     real = getattr(launch, _FUSED_LAUNCHER[cell])
     monkeypatch.setattr(launch, _FUSED_LAUNCHER[cell], lambda *a: calls.append(1) or real(*a))
@@ -374,7 +371,7 @@ def test_projection_inside_the_loop_half_types(cell, dtype, monkeypatch):
 
 def test_projection_inside_the_loop_rule(monkeypatch, cpu_family):
     # Fused only for an InputProjection, without proj_size, with 4 rows or more per thread, 16
-    # steps or more and [W_ih, W_hh] up to FUSE_MAX_WEIGHT_BYTES (8 MiB on AMD CPUs, 1 MiB on
+    # steps or more and [W_ih, W_hh] up to fuse_max_weight_bytes (8 MiB on AMD CPUs, 1 MiB on
     # Intel ones), or up to 8 MiB from 24 rows per thread; LSTM and RNN only.
     monkeypatch.setattr(team, "threads", lambda: 2)
     f32 = torch.float32
@@ -499,7 +496,7 @@ def test_packed_product_odd_shapes(dtype):
 
 # Intel's chunk of the product's k loop (linalg.K_BLOCK_BYTES), in rows of a 4-vector panel: what
 # the chunked cases below take as K past one chunk, on any CPU.
-INTEL_K_BLOCK_ROWS = linalg.k_block_rows(linalg.K_BLOCK_BYTES_BY_FAMILY[cpu.INTEL])
+INTEL_K_BLOCK_ROWS = linalg.k_block_rows(tuning.INTEL.product_k_block_bytes)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -709,17 +706,16 @@ def test_team_runs_on_torchs_openmp_threads():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_split_without_an_openmp_runtime_runs_every_chunk_here(cell, monkeypatch):
+def test_split_without_an_openmp_runtime_runs_every_chunk_here(cell, monkeypatch, tune):
     # No runtime found: the calling thread claims all chunks (buffers are NaN-poisoned, so a
     # skipped chunk fails). Not bitwise: the product's row blocking differs with chunk size.
     case = make_case(cell, 5, 7, 9, "mixed")
     whole = run(nb, cell, case, False, torch.float64)
-    monkeypatch.setattr(launch, "SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(launch, "SPLIT_MIN_CELLS", 0)
+    tune(split_min_macs=0, split_min_cells=0)
     monkeypatch.setattr(team, "threads", lambda: 4)
     monkeypatch.setattr(team, "_gomp_parallel", lambda: None)
     for strategy in ("step", "loop", "columns"):
-        monkeypatch.setattr(launch, "STRATEGY", strategy)
+        tune(numba_strategy=strategy)
         split = run(nb, cell, case, False, torch.float64)
         for name in whole:
             torch.testing.assert_close(split[name], whole[name], atol=1e-12, rtol=1e-12)
@@ -789,10 +785,10 @@ def test_single_step_takes_the_step_path_without_packing(kind, B, H, monkeypatch
     check(cell, case, False, torch.float32)
 
 
-def test_projected_lstm_never_splits_hidden_units(monkeypatch):
-    monkeypatch.setattr(launch, "STRATEGY", "columns")
+def test_projected_lstm_never_splits_hidden_units(tune):
+    tune(numba_strategy="columns")
     assert launch._strategy(10, 1, 256, 1024, torch.float32, proj=True) == "loop"
-    monkeypatch.setattr(launch, "STRATEGY", "auto")
+    tune(numba_strategy="auto")
     assert launch._strategy(10, 1, 512, 2048, torch.float32, proj=True) != "columns"
 
 
@@ -804,7 +800,7 @@ def test_one_thread_never_splits_hidden_units(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-def test_layers_whose_weights_outgrow_l2_match_torch(kind, monkeypatch):
+def test_layers_whose_weights_outgrow_l2_match_torch(kind, monkeypatch, tune):
     # A recurrent weight a little over linalg.STREAM_FROM_BYTES (one core's L2), so the product
     # prefetches the next chunk in its 4-row blocks, forward and backward: end to end against
     # torch.nn (outputs, states, every gradient), 9 rows split 4 + 5 over two threads.
@@ -814,6 +810,6 @@ def test_layers_whose_weights_outgrow_l2_match_torch(kind, monkeypatch):
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
     H = int((STREAM_FROM_BYTES / (gates * 4)) ** 0.5) + 3
     assert gates * H * H * 4 >= STREAM_FROM_BYTES
-    monkeypatch.setattr(launch, "STRATEGY", "loop")
+    tune(numba_strategy="loop")
     monkeypatch.setattr(team, "threads", lambda: 2)
     check_parity(kind, "numba", torch.float32, 40, H, 20, 9)

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("numba")
 
 import fastrnn  # noqa: E402
-from fastrnn.kernels.numba import launch, pool  # noqa: E402
+from fastrnn.kernels.numba import pool  # noqa: E402
 
 F32 = torch.float32
 
@@ -112,8 +112,8 @@ def _grads(model, x, upstream):
 
 @pytest.mark.parametrize("strategy", ["loop", "step"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-def test_training_through_pooled_buffers_matches_torch(kind, strategy, monkeypatch):
-    monkeypatch.setattr(launch, "STRATEGY", strategy)
+def test_training_through_pooled_buffers_matches_torch(kind, strategy, tune):
+    tune(numba_strategy=strategy)
     ref, ours = _pair(kind, 5, 8, num_layers=2, bidirectional=True)
     g = torch.Generator().manual_seed(1)
     for step in range(3):       # the later steps run on reused blocks

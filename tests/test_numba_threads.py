@@ -17,7 +17,6 @@ import torch
 pytest.importorskip("numba")
 
 import fastrnn  # noqa: E402
-from fastrnn.kernels.numba import launch  # noqa: E402
 
 THREADS = 4
 ROUNDS = 3
@@ -26,18 +25,17 @@ MODULES = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn": fastrnn.RNN}
 
 
 @pytest.fixture(params=["loop", "loop_split", "fused", "columns", "step"])
-def strategy(request, monkeypatch):
+def strategy(request, tune):
     """The compiled loop in one thread or with the rows split over the team, with the input
     projection inside it, with the hidden units split (a barrier every step), and the per-step
     GEMM."""
     name = request.param
-    monkeypatch.setattr(launch, "STRATEGY", name if name in ("columns", "step") else "loop")
-    monkeypatch.setattr(launch, "FUSE_PROJECTION", name == "fused")
     split = name in ("loop_split", "fused", "columns", "step")
-    for rule in ("SPLIT_MIN_MACS", "SPLIT_MIN_CELLS", "SPLIT_MIN_CELLS_ONE_STEP"):
-        monkeypatch.setattr(launch, rule, 0 if split else 1 << 62)
-    monkeypatch.setattr(launch, "FUSE_MIN_STEPS", 1)
-    monkeypatch.setattr(launch, "FUSE_MIN_ROWS", 1)
+    tune(numba_strategy=name if name in ("columns", "step") else "loop",
+         fuse_projection=name == "fused",
+         **{rule: 0 if split else 1 << 62
+            for rule in ("split_min_macs", "split_min_cells", "split_min_cells_one_step")},
+         fuse_min_steps=1, fuse_min_rows=1)
     return name
 
 

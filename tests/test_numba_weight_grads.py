@@ -8,18 +8,17 @@ import torch
 
 pytest.importorskip("numba")
 
-from fastrnn.kernels import cpu, gemm  # noqa: E402
+from fastrnn.kernels import gemm, tuning  # noqa: E402
 from fastrnn.kernels.numba import launch  # noqa: E402
 from fastrnn.kernels.numba.linalg import matmul_packed_at, pack_weight  # noqa: E402
 from rnn_cases import check_parity  # noqa: E402
 
 
 @pytest.fixture
-def always_own(monkeypatch):
+def always_own(monkeypatch, tune):
     """Every float32/float64 weight gradient through the compiled product, whatever the CPU;
     the NaN-filled outputs (nan_empty) of the kernel tests, so a row left unwritten shows."""
-    monkeypatch.setattr(launch, "OWN_WEIGHT_GRAD_MAX_STEPS", 1 << 40)
-    monkeypatch.setattr(launch, "OWN_WEIGHT_GRAD_MIN_MACS", 0)
+    tune(own_weight_grads_max_rows=1 << 40, own_weight_grads_min_macs=0)
     monkeypatch.setattr(launch, "empty",
                         lambda shape, dtype: torch.full(shape, float("nan"), dtype=dtype))
 
@@ -62,15 +61,14 @@ def test_transposed_product_reads_each_row_range_alone():
     assert np.isnan(out[:6]).all() and np.isnan(out[17:]).all()
 
 
-def test_rule_takes_the_measured_shapes(monkeypatch):
+def test_rule_takes_the_measured_shapes(monkeypatch, tune):
     # AMD CPUs: the compiled product from 2^24 multiply-adds up to 3200 steps x rows (torch.mm
     # won at 6400 and below 2^24); other dtypes and more than two inputs go to gemm; Intel CPUs
     # (not measured) never take it.
     calls = []
     real = launch.team.run
     monkeypatch.setattr(launch.team, "run", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(launch, "OWN_WEIGHT_GRAD_MAX_STEPS",
-                        launch.OWN_WEIGHT_GRAD_MAX_STEPS_BY_FAMILY[cpu.AMD])
+    tune(own_weight_grads_max_rows=tuning.ZEN4.own_weight_grads_max_rows)
     cases = [((1600, 512), [128, 128], torch.float32, True),        # 2^27.6
              ((3200, 512), [128], torch.float64, True),
              ((6400, 512), [128], torch.float32, False),            # too many steps
@@ -85,7 +83,7 @@ def test_rule_takes_the_measured_shapes(monkeypatch):
         assert calls == [1] * own, (M, N, Ks, dtype)
         for dw, a in zip(grads, inputs):
             torch.testing.assert_close(dw.float(), (grad.t() @ a).float(), atol=0.1, rtol=0.02)
-    assert launch.OWN_WEIGHT_GRAD_MAX_STEPS_BY_FAMILY[cpu.INTEL] == 0
+    assert tuning.INTEL.own_weight_grads_max_rows == 0
 
 
 @pytest.mark.parametrize("kind, kw", [("lstm", {}), ("lstm", {"proj_size": 12}), ("gru", {}),

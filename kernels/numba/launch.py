@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from numba.core.errors import NumbaError
 
-from .. import cpu
 from .. import gemm
+from ..tuning import current
 from ..gemm import RepeatedLinear, linear, packs
 from . import pool, simd, team, threaded
 from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
@@ -27,137 +27,21 @@ from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_fused,
 
 _HALF = (torch.float16, torch.bfloat16)
 
-# Which strategy runs a layer:
+PROJECTS_INPUT = True   # the forwards take an ops.InputProjection as xg (fastrnn/reference.py)
+
+# Which strategy runs a layer (measured rules: kernels/tuning.py):
 #   "loop"    one compiled loop over all steps, the batch rows split over torch's threads;
 #   "columns" the same loop with the hidden units split over the threads instead (each thread
 #             computes its units' gate columns for every row, one barrier per step): a thread
 #             reads only its share of W_hh each step, and a small batch still uses every core;
 #   "step"    a Python loop over steps, each calling the GEMM helper (oneDNN or MKL, on torch's
 #             threads) and a compiled pointwise update.
-# Measured (benchmarks/strategy_crossover.py;
-# benchmarks/results/cpu-strategy-2026-11-26-intel.md) on a 2-core Intel Xeon (2 MiB L2 per
-# core) with the packed product, T = 50, LSTM/GRU/RNN:
-# "columns" won from 3 MiB of W_hh up to 16 rows (1.05-1.85x the loop, 1.0-1.7x the step GEMM)
-# and from 512 KiB at 1-2 rows (1.07-1.35x); it lost to the loop below that (down to 0.76x). The
-# row-split loop won up to 3 MiB at any batch (and 4 MiB from 8 rows), also on the 2-core AMD
-# EPYC this rule was first measured on; the step GEMM wins beyond that.
-# On the Zen 4 machine (1 MiB L2 per core; benchmarks/strategy_crossover.py, T = 50; recorded in
-# benchmarks/results/cpu-strategy-2026-11-26-zen4.md) "columns" also won at 3-6 rows from 1 MiB
-# in two runs (LSTM H=256 B=4: 1.70 vs 2.00 ms inference, 5.49 vs 5.92 training; up to 1.27x at
-# 6 rows), was mixed at 576-768 KiB (0.9-1.1x) and tied or lost at 8 rows: with the rows split
-# each thread streams the whole weight from L3 every step, with the units split each reads half
-# of it. At 8-16 rows with 3-4 MiB the row split was as fast or faster (GRU H=448-512 1.05-1.24x,
-# LSTM and RNN ties), so there the hidden units are split only beyond 4 MiB, where the loop is
-# not an option and "columns" beat the per-step GEMM. That last tier is the AMD one; Intel CPUs
-# keep the 3 MiB the Xeon measured (kernels/cpu.py), confirmed on a second Xeon (48 KiB L1d,
-# 2 MiB L2; LSTM inference T = 100, H = 512, against torch: "columns" 1.10x / 0.99x at 8 / 16
-# rows where the loop ran 0.82x / 0.85x; training 0.98x against 0.80x / 0.83x; scratch sweep
-# recorded in benchmarks/results/cpu-lstm-rules-2026-11-26-xeon.md). The rule: up to
-# COLUMNS_TIERS[k][0] rows from COLUMNS_TIERS[k][1] bytes of W_hh.
 # A single step (the cells, T = 1) always takes "step": the compiled loops pack the weight first
 # (7 us for LSTM H=64, 28 us for H=128, ~0.5 ms for H=512), which only pays over many steps, and
 # the step product is then a one-off GEMM (no oneDNN packing either, see _step_product).
-# STRATEGY "loop", "columns" or "step" forces one (tests, benchmarks); projected LSTMs have no
-# "columns" kernel and take the loop instead.
-STRATEGY = "auto"
-LOOP_ANY_BATCH_WEIGHT_BYTES = 3 << 20
-LOOP_MAX_WEIGHT_BYTES = 4 << 20
-LOOP_MIN_ROWS_LARGE_WEIGHT = 8
-_COLUMNS_FROM_16_ROWS = {cpu.AMD: LOOP_MAX_WEIGHT_BYTES + 1, cpu.INTEL: 3 << 20}
+# Projected LSTMs have no "columns" kernel and take the loop instead.
 
 
-def columns_tiers(family):
-    """COLUMNS_TIERS for a CPU family (kernels/cpu.py)."""
-    return ((2, 512 << 10), (LOOP_MIN_ROWS_LARGE_WEIGHT - 1, 1 << 20),
-            (16, _COLUMNS_FROM_16_ROWS[family]))
-
-
-COLUMNS_TIERS = columns_tiers(cpu.family())
-
-# When the batch is split across torch's OpenMP threads (kernels/numba/team.py): a whole-sequence
-# recurrence from 2^23 multiply-adds over all steps, a per-step pointwise update from 2^12 cells
-# per step. Below, one thread is as fast: a split costs ~25 us per call (packing the arguments)
-# and its threads share the weight's cache lines. Measured on the Zen 4 machine with the SIMD
-# product (GRU/RNN/LSTM, 4-64 rows, H = 64-512): 1.05-1.33x slower than one thread at
-# 2^20-2^22, a tie at 2^22.6, 1.03-1.19x faster from 2^23. (The old 2^20 was measured before the
-# product got 1.5x faster.)
-SPLIT_MIN_MACS = 1 << 23
-SPLIT_MIN_CELLS = 1 << 12
-# A single step (the cells) pays the packing for one update only: splitting it measured slower
-# up to 2^14 cells (LSTM, 178 vs 148 us at 16 x 256) and ~5% faster from 2^15.
-SPLIT_MIN_CELLS_ONE_STEP = 1 << 15
-
-
-def _split_min_cells(T):
-    return SPLIT_MIN_CELLS if T > 1 else SPLIT_MIN_CELLS_ONE_STEP
-# Packing a weight for the "columns" kernels is split over the threads from this size (the
-# split's ~20 us of argument packing is then under a tenth of the copy).
-PACK_SPLIT_MIN_BYTES = 1 << 20
-
-
-# A recurrence handed an ops.InputProjection ("loop" strategy) whose whole projection would take
-# PROJECT_IN_CHUNKS_FROM bytes or more projects its input PROJECT_CHUNK_BYTES of steps at a time,
-# interleaved with the steps: each chunk is still in cache when the recurrence reads it, and the
-# whole projection's fresh memory (past glibc's 32 MB reuse limit, so page-faulted on every call,
-# ~1 ms per 4 MB) is never touched. Measured on the Zen 4 machine, LSTM inference 100x64x512
-# (52 MB): 146.8 -> 142.8 ms per call, projection alone 81 -> 76 ms. At 100x64x256 (26 MB)
-# chunks lost 3-6% (more calls, no faults to save), hence the threshold.
-PROJECT_CHUNK_BYTES = 8 << 20
-PROJECT_IN_CHUNKS_FROM = 32 << 20
-
-PROJECTS_INPUT = True   # the forwards take an ops.InputProjection as xg (fastrnn/reference.py)
-
-# An LSTM (no projection) or RNN forward on the "loop" strategy computes its input projection
-# inside the loop, one product [x_t, h_{t-1}] @ [W_ih, W_hh]^T per step (lstm.lstm_forward_fused,
-# rnn.rnn_forward_fused), when each thread has FUSE_MIN_ROWS rows or more, there are
-# FUSE_MIN_STEPS steps or more and [W_ih, W_hh] is at most FUSE_MAX_WEIGHT_BYTES: the
-# projection of all steps is then never written out and read back, and the call runs as one
-# parallel region instead of a GEMM's and then the loop's. (GRU's n gate needs x W_in and
-# h W_hn apart: not fused.) Measured on the Zen 4 machine:
-# - one thread, LSTM: 8 rows of H=128 2.18 vs 2.65 ms (GEMM + loop), 32 rows of H=256 31.9 vs
-#   34.5 ms, 4 rows of H=128 1.10 vs 1.31 ms;
-# - LSTM inference on 2 threads (T x B x H): 100x16x128 3.0 vs 4.1 ms, 100x64x256 33.7 vs 35.5,
-#   100x64x512 (8 MiB) 128 vs 134, 50x64x384 40.8 vs 43.9; training 0-7% faster;
-# - RNN inference 1.07-1.26x faster (100x64x256 11.8 -> 9.6 ms), training 0.96-1.16x.
-# With fewer rows the product would read the larger weight each step for too little work (one
-# row of H=64: a GEMM over all 100 steps is cheaper). With fewer steps the larger weight's
-# packing per call outweighs the saving (LSTM, 4 steps: 1.10-1.30x slower at 16 rows of
-# H=128-256; 8 steps: 0.96-1.04x; from 16 mostly faster).
-# Those 8 MiB are the AMD limit. On an Intel Xeon (2 MiB L2, a slower L3; kernels/cpu.py) the
-# fused weight lost from 2 MiB (LSTM inference T = 100, H = 256, 8-32 rows: 0.65-0.80x torch
-# fused, 0.84-0.96x not; H = 512, 8-16 rows: 0.56-0.64x against 0.82-0.85x) and won at 512 KiB
-# (H = 128: 1.11-1.49x against 0.96-1.38x), so Intel CPUs fuse up to 1 MiB (records in
-# benchmarks/results/cpu-lstm-rules-2026-11-26-xeon.md).
-# Since the product prefetches weights larger than L2 (linalg.STREAM_FROM_BYTES), the same Xeon
-# fuses up to 8 MiB from FUSE_MANY_ROWS rows per thread. LSTM inference, T = 100, torch's time
-# over fastrnn's, not fused -> fused, one process per run: 32 rows per thread of H = 256
-# 0.80-0.84x -> 0.94-0.96x in 4 runs of 5 (0.85x in the fifth), 24 rows 0.82 -> 0.83 / 0.95x,
-# 32 rows of H = 512 0.89-0.95x (median 0.93) -> 0.86-1.03x (median 0.97) in 4 runs; training
-# 0.99-1.06x as fast; 16 rows per thread tied (0.85-0.95x either way), 8 rows lost 7-10%
-# (benchmarks/fused_projection_crossover.py; benchmarks/results/cpu-prefetch-2026-11-26-xeon.md).
-FUSE_PROJECTION = True
-FUSE_MIN_ROWS = 4
-FUSE_MIN_STEPS = 16
-FUSE_MAX_WEIGHT_BYTES_BY_FAMILY = {cpu.AMD: 8 << 20, cpu.INTEL: 1 << 20}
-FUSE_MAX_WEIGHT_BYTES = FUSE_MAX_WEIGHT_BYTES_BY_FAMILY[cpu.family()]
-FUSE_MANY_ROWS = 24
-FUSE_MANY_ROWS_MAX_WEIGHT_BYTES = 8 << 20
-
-
-# An LSTM forward on the "loop" strategy that neither fuses its input projection nor projects h
-# updates each step's cells on the product's accumulators (lstm.lstm_forward_cells, W_hh^T in
-# gate panels) when each thread has at most GATE_PANELS_MAX_ROWS rows and H is a multiple of the
-# vector lanes. With a row or two the product waits on the weight (each step reads all of it from
-# L2 for one or two multiply-adds per element), and the activations then run in those waits
-# instead of in a pass of their own after the product. Measured on the Zen 4 machine, layers
-# against the plain product (benchmarks/gate_panels.py, T = 100, two runs; recorded in
-# benchmarks/results/cpu-gate-panels-2026-11-26-zen4.md): inference 1.09-1.36x at 1-2 rows per
-# thread of H = 64-128 (one row of H = 64: 1.24x both runs), 0.93-1.13x at 3 (median 1.04);
-# training 1.05-1.21x and 0.93-1.07x. The kernel alone, one row, one thread: H = 64 91 -> 62 us
-# per 100 steps, H = 128 299 -> 243, H = 256 1222 -> 1038. From 4 rows per thread a layer fuses
-# its projection instead. Not measured on Intel CPUs: 0 rows there.
-GATE_PANELS_MAX_ROWS_BY_FAMILY = {cpu.AMD: 3, cpu.INTEL: 0}
-GATE_PANELS_MAX_ROWS = GATE_PANELS_MAX_ROWS_BY_FAMILY[cpu.family()]
 
 
 def empty(shape, dtype):
@@ -224,11 +108,13 @@ def _whole(xg):
 def _time_chunks(xg, reverse, cdt):
     """(t0, t1, steps t0..t1-1 of xg as a numpy array) over all T steps, in the order the
     recurrence walks them: one range, unless xg is an ops.InputProjection big enough to be
-    projected in chunks (PROJECT_IN_CHUNKS_FROM). Consume each chunk before taking the next."""
+    projected in chunks (tuning: project_in_chunks_from). Consume each chunk before taking the
+    next."""
     T, B, G = xg.shape
     step_bytes = B * G * cdt.itemsize
-    if not isinstance(xg, torch.Tensor) and T * step_bytes >= PROJECT_IN_CHUNKS_FROM:
-        for t0, t1, part in xg.chunks(max(1, PROJECT_CHUNK_BYTES // step_bytes), reverse):
+    rules = current()
+    if not isinstance(xg, torch.Tensor) and T * step_bytes >= rules.project_in_chunks_from:
+        for t0, t1, part in xg.chunks(max(1, rules.project_chunk_bytes // step_bytes), reverse):
             yield t0, t1, _np(part, cdt)
     else:
         yield 0, T, _np(_whole(xg), cdt)
@@ -264,20 +150,22 @@ def _lengths(lengths, B, T):
 
 def _strategy(T, B, K, N, cdt, proj=False):
     """"loop", "columns" or "step" for a recurrence of T steps whose per-step product is
-    (B, K) x (K, N) (see STRATEGY)."""
+    (B, K) x (K, N) (tuning: numba_strategy and the loop_/columns_ rules)."""
     if B < 1:
         return "loop"
     columns = not proj and team.threads() > 1
-    if STRATEGY != "auto":
-        return "loop" if STRATEGY == "columns" and not columns else STRATEGY
+    rules = current()
+    forced = rules.numba_strategy
+    if forced != "auto":
+        return "loop" if forced == "columns" and not columns else forced
     if T == 1:
         return "step"   # a cell: packing the weight for the compiled loop costs more than the step
     weight = K * N * cdt.itemsize
-    if columns and any(B <= rows and weight >= least for rows, least in COLUMNS_TIERS):
+    if columns and any(B <= rows and weight >= least for rows, least in rules.columns_tiers):
         return "columns"
-    if weight <= LOOP_ANY_BATCH_WEIGHT_BYTES:
+    if weight <= rules.loop_any_batch_weight_bytes:
         return "loop"
-    if weight <= LOOP_MAX_WEIGHT_BYTES and B >= LOOP_MIN_ROWS_LARGE_WEIGHT:
+    if weight <= rules.loop_max_weight_bytes and B >= rules.loop_min_rows_large_weight:
         return "loop"
     return "step"
 
@@ -297,7 +185,7 @@ def _packed_slices(w, transposed, groups, slices, cdt):
     (measured 1.75x faster on 2 cores for 16 MiB: the copy waits on memory)."""
     src = _np(w, cdt)
     parts = len(slices) - 1
-    if parts < 2 or src.nbytes < PACK_SPLIT_MIN_BYTES:
+    if parts < 2 or src.nbytes < current().pack_split_min_bytes:
         return pack_weight_slices(src, transposed, groups, slices)
     out = simd.aligned_empty(src.size, src.dtype)
     team.run(_compiled(threaded.pack_slices_entry),
@@ -340,12 +228,12 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cpu", I=None):
                 f"split over {threads} threads")
     if (strategy == "loop" and kind in ("lstm", "rnn") and I is not None
             and _fuses(T, B, G, I, H, P != H, cdt)):
-        chunks = _chunks(B, _fused_macs(T, B, G, I, H), SPLIT_MIN_MACS)
+        chunks = _chunks(B, _fused_macs(T, B, G, I, H), current().split_min_macs)
         split = f", batch split over {chunks} threads" if chunks > 1 else ""
         return (f"one compiled loop over {T} steps, input projection inside (product "
                 f"{B}x{I + H}x{G} per step){split}")
     if strategy == "loop":
-        chunks = _chunks(B, T * B * P * G, SPLIT_MIN_MACS)
+        chunks = _chunks(B, T * B * P * G, current().split_min_macs)
         split = f", batch split over {chunks} threads" if chunks > 1 else ""
         cells = (", cells updated on the product's registers"
                  if kind == "lstm" and _gate_panels(T, B, G, H, P != H, cdt) else "")
@@ -378,6 +266,11 @@ def _run(kernel, *args):
         ) from exc
 
 
+def _split_min_cells(T):
+    rules = current()
+    return rules.split_min_cells if T > 1 else rules.split_min_cells_one_step
+
+
 def _chunks(B, work, minimum):
     """How many chunks of rows to split B rows into for `work` (1: run in this thread)."""
     if B < 2 or work < minimum:
@@ -401,7 +294,7 @@ def _bounds(B, chunks, lengths, lens):
 def _recurrence(kernel, entry, cdt, B, macs, lengths, lens, *args):
     """kernel(*args, 0, B) in this thread, or in chunks of rows on torch's OpenMP team when its
     multiply-adds over all steps are worth a split."""
-    chunks = _chunks(B, macs, SPLIT_MIN_MACS)
+    chunks = _chunks(B, macs, current().split_min_macs)
     if chunks <= 1:
         return _run(kernel, *args, 0, B)
     team.run(_compiled(entry), team.pack(cdt.itemsize, _bounds(B, chunks, lengths, lens), *args))
@@ -529,11 +422,12 @@ def lstm_forward(xg, w_hh, w_hr, h0, c0, lengths, reverse, need_grad):
 
 def _gate_panels(T, B, G, H, proj, cdt):
     """Whether a "loop" LSTM forward that does not fuse its projection runs
-    lstm.lstm_forward_cells (see GATE_PANELS_MAX_ROWS)."""
+    lstm.lstm_forward_cells (tuning: gate_panels_max_rows)."""
     if proj or H % (panel_width(_NUMPY_DTYPES[cdt]) // 4):
         return False
-    rows = -(-B // _chunks(B, T * B * G * H, SPLIT_MIN_MACS))    # per thread, at most
-    return rows <= GATE_PANELS_MAX_ROWS
+    rules = current()
+    rows = -(-B // _chunks(B, T * B * G * H, rules.split_min_macs))    # per thread, at most
+    return rows <= rules.gate_panels_max_rows
 
 
 def _fused_macs(T, B, G, I, H):
@@ -542,14 +436,15 @@ def _fused_macs(T, B, G, I, H):
 
 def _fuses(T, B, G, I, H, proj, cdt):
     """Whether a "loop" LSTM or RNN forward (G gate columns, input size I) computes its input
-    projection inside the loop (see FUSE_PROJECTION)."""
-    if not FUSE_PROJECTION or proj or T < FUSE_MIN_STEPS:
+    projection inside the loop (tuning: the fuse_ rules)."""
+    rules = current()
+    if not rules.fuse_projection or proj or T < rules.fuse_min_steps:
         return False
-    rows = B // _chunks(B, _fused_macs(T, B, G, I, H), SPLIT_MIN_MACS)     # per thread
+    rows = B // _chunks(B, _fused_macs(T, B, G, I, H), rules.split_min_macs)     # per thread
     weight = (I + H) * G * cdt.itemsize
-    return rows >= FUSE_MIN_ROWS and (
-        weight <= FUSE_MAX_WEIGHT_BYTES
-        or rows >= FUSE_MANY_ROWS and weight <= FUSE_MANY_ROWS_MAX_WEIGHT_BYTES)
+    return rows >= rules.fuse_min_rows and (
+        weight <= rules.fuse_max_weight_bytes
+        or rows >= rules.fuse_many_rows and weight <= rules.fuse_many_rows_max_weight_bytes)
 
 
 def _fuses_projection(xg, H, proj, cdt):
@@ -662,21 +557,14 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     return _out(dgates, dtype), _out(dh, dtype), _out(dc, dtype), dw_hr
 
 
-# Weight gradients dW = dG^T a over all T x B steps: the compiled product reading dG in place
-# (linalg.matmul_packed_at, the rows of dW split over torch's threads) against torch.mm's
-# transposed product, which on the Zen 4 EPYC ran at 155-195 GFLOP/s on these shapes (MKL is
-# weakest when the steps, its k, are few). Where each wins is measured per CPU family
-# (benchmarks/weight_grad_crossover.py --numba); 0: never (not measured on Intel CPUs).
-OWN_WEIGHT_GRAD_MAX_STEPS_BY_FAMILY = {cpu.AMD: 3200, cpu.INTEL: 0}
-OWN_WEIGHT_GRAD_MAX_STEPS = OWN_WEIGHT_GRAD_MAX_STEPS_BY_FAMILY[cpu.family()]
-OWN_WEIGHT_GRAD_MIN_MACS = 1 << 24
 
 
 def _own_weight_grads(grad, inputs):
     M, N = grad.shape
-    return (0 < len(inputs) <= 2 and 0 < M <= OWN_WEIGHT_GRAD_MAX_STEPS
+    rules = current()
+    return (0 < len(inputs) <= 2 and 0 < M <= rules.own_weight_grads_max_rows
             and grad.dtype in _NUMPY_DTYPES and all(a.dtype == grad.dtype for a in inputs)
-            and M * N * sum(a.shape[1] for a in inputs) >= OWN_WEIGHT_GRAD_MIN_MACS)
+            and M * N * sum(a.shape[1] for a in inputs) >= rules.own_weight_grads_min_macs)
 
 
 def weight_grads(grad, inputs, bias=False):

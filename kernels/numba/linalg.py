@@ -17,6 +17,7 @@ from numba import njit
 from numba.extending import overload
 
 from .. import cpu
+from ..tuning import MACHINE
 from . import simd
 from .config import FASTMATH, JIT
 from .simd import unsigned
@@ -184,23 +185,9 @@ def slice_offset(K, groups, j0, j1, g):
     return K * (groups * j0 + g * (j1 - j0))
 
 
-# The product's k loop runs in chunks of K_BLOCK_BYTES of a panel (128 rows of a 4-vector panel
-# with AVX-512) when K is larger: a chunk stays in L1 while every block of rows reads it, where a
-# whole panel (128 KiB at K = 512) came from L2 again for each block of 4 rows and those loads,
-# not the multiply-adds, bound the loop. Each chunk after the first adds to the partial sums in
-# out (one load and store per 4 rows x 4 vectors). Per CPU family (kernels/cpu.py), measured with
-# `python benchmarks/product_rate.py --chunks ...` (one thread, interleaved):
-# - Intel Xeon (48 KiB L1d, 2 MiB L2; benchmarks/results/cpu-product-chunks-2026-11-26-xeon.md):
-#   1.07-1.20x at K = 256-2048 with 8-64 rows (64x256x256 124 -> 146 GFLOP/s, 64x1024x2048
-#   110 -> 126), 96 and 128 rows within 3% of each other, 64 slower; a 96-row chunk cost 5% at
-#   K = 128. Whole LSTM layers moved by less than that machine's noise.
-# - Zen 4 EPYC (32 KiB L1d, 1 MiB L2; twice, prefetching as below;
-#   benchmarks/results/cpu-product-chunks-2026-11-26-zen4.md): the whole of K in one chunk was
-#   as fast or faster everywhere: 128-row chunks 0.95-0.98x at K = 256-512 (its L2 feeds the
-#   loop at the rate of the multiply-adds), tied at 64x1024x2048 and 0.87-0.89x at 4x1024x4096,
-#   where every extra pass over out waits on memory. None: one chunk.
-K_BLOCK_BYTES_BY_FAMILY = {cpu.AMD: None, cpu.INTEL: 32 << 10}
-K_BLOCK_BYTES = K_BLOCK_BYTES_BY_FAMILY[cpu.family()]
+# The product's k loop runs in chunks of K_BLOCK_BYTES of a panel (None: all of K in one): the
+# CPU families disagreed (kernels/tuning.py: product_k_block_bytes).
+K_BLOCK_BYTES = MACHINE.product_k_block_bytes
 
 
 def k_block_rows(block_bytes):
@@ -210,17 +197,12 @@ def k_block_rows(block_bytes):
 
 K_BLOCK_ROWS = k_block_rows(K_BLOCK_BYTES)
 
-# A step whose products read STREAM_FROM_BYTES of packed weight or more (one core's L2: the
-# weight cannot stay there from one step to the next) has the 4-row blocks prefetch the next
-# chunk into L2 while they multiply the current one, one cache line per k, spread over the
-# blocks. Left to the hardware prefetchers, the first block of each chunk waited on L3.
-# Measured on a 2-core Intel Xeon (2 MiB L2; `python benchmarks/product_rate.py --prefetch`, one
-# thread, interleaved, twice; benchmarks/results/cpu-prefetch-2026-11-26-xeon.md): weights of
-# 4-16 MiB 1.10-1.30x faster (32x512x2048 122 -> 135 GFLOP/s, 16x512x2048 103 -> 124), 2 MiB
-# 1.07x; weights that fit L2 (0.25-1.5 MiB) 0.95-0.99x, hence only from the L2's size. Not
-# measured on AMD CPUs. Read from the OS once; the compiled kernels keep the value (Numba's
-# cache is keyed by the CPU model, whose L2 does not change).
-STREAM_FROM_BYTES = cpu.l2_bytes()
+# A step whose products read STREAM_FROM_BYTES of packed weight or more (by default one core's
+# L2: the weight cannot stay there from one step to the next) has the 4-row blocks prefetch the
+# next chunk into L2 while they multiply the current one (kernels/tuning.py:
+# product_prefetch_from_bytes). Read once; the compiled kernels keep the value (Numba's cache is
+# keyed by the CPU model, whose L2 does not change).
+STREAM_FROM_BYTES = MACHINE.product_prefetch_from_bytes or cpu.l2_bytes()
 
 
 # A recurrence reads the same packed weight at every step. Read front to back each time, a weight
@@ -358,7 +340,7 @@ def gate_panel_2(a, m, bp, base, K, L):
 
 # The weight gradients' chunk of k (steps x rows), in rows of a 4-vector panel: 32 KiB of panel,
 # so a chunk stays in L1 while every 4-row block of the gradient reads it.
-WEIGHT_GRAD_K_BLOCK_ROWS = k_block_rows(32 << 10)
+WEIGHT_GRAD_K_BLOCK_ROWS = k_block_rows(MACHINE.weight_grad_k_block_bytes)
 
 
 @njit(**JIT)
