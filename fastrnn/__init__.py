@@ -5,11 +5,12 @@
     lstm = fastrnn.LSTM(256, 512, num_layers=2, backend="auto")
 """
 
-from . import backends, functional
+from . import dispatch, functional
 from .convert import convert
+from .dispatch import explain
 from .memory import empty_cache
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "convert", "functional",
-           "backends", "empty_cache"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "convert", "explain",
+           "functional", "dispatch", "empty_cache"]

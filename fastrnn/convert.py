@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from . import backends
+from . import dispatch
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 # Exact torch.nn types only: a user subclass may override forward, so it is left alone.
@@ -20,7 +20,7 @@ def convert(model, backend="auto"):
     any references the caller holds keep working. Converting twice is harmless, and modules
     fastrnn cannot serve (subclasses of the torch classes, parametrized ones) are left alone.
     """
-    backends.check_name(backend)
+    dispatch.check_name(backend)
     for module in model.modules():
         replacement = _REPLACEMENTS.get(type(module))
         if replacement is not None:

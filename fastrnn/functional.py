@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import backends, native, ops
+from . import dispatch, ops, torch_backend
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
@@ -81,9 +81,8 @@ def _check_state(name, state, expected, dtype):
 
 
 def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidirectional,
-           batch_first, batch_sizes, backend, nonlinearity="tanh", handoffs=True):
-    # handoffs=False: the caller (a module that ran native.module_goes_to_torch on this batched
-    # input) has already decided that fastrnn keeps the call.
+           batch_first, batch_sizes, backend, nonlinearity="tanh", choice=None):
+    # choice: what dispatch.choose() said for this call, when a module already asked.
     if kind == "rnn" and nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     num_directions = 2 if bidirectional else 1
@@ -99,7 +98,6 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
     _, w_hh0, _, _, w_hr0 = _layer_weights(weights, 0, per_layer, bias)
     H = w_hh0.size(0) // _GATES[kind]
     P = w_hr0.size(0) if w_hr0 is not None else H
-    module = backends.resolve(backend, x.device, x.dtype)
 
     LD = num_layers * num_directions
     if kind == "lstm":
@@ -113,18 +111,15 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
     _check_state("hidden[0]" if kind == "lstm" else "hidden", h0, (LD, B, P), x.dtype)
     if kind == "lstm":
         _check_state("hidden[1]", c0, (LD, B, H), x.dtype)
-    packed = batch_sizes is not None
-    if handoffs and (
-            native.capture() == "torch"
-            or native.takes_cuda(backend, x)
-            or native.takes_few_steps(backend, kind, x, h0, weights, packed, dropout, training,
-                                      num_layers)
-            or (kind == "lstm" and native.takes_lstm(backend, x, h0, c0, weights,
-                                                    w_hr0 is not None, packed, dropout,
-                                                    training, num_layers))):
+    if choice is None:
+        choice = dispatch.choose(dispatch.stack_call(
+            kind, backend, x, (h0, c0), weights, w_hr0 is not None, batch_sizes is not None,
+            dropout > 0 and training and num_layers > 1))
+    if choice.name == "torch":
         hx = (h0, c0) if kind == "lstm" else h0
-        return native.stack(kind, nonlinearity, input, batch_sizes, hx, weights, bias,
-                            num_layers, dropout, training, bidirectional, batch_first)
+        return torch_backend.stack(kind, nonlinearity, input, batch_sizes, hx, weights, bias,
+                                   num_layers, dropout, training, bidirectional, batch_first)
+    module = choice.module
 
     layer_input = x
     h_n, c_n = [], []
@@ -192,11 +187,12 @@ def _check_cell(name, x, states, w_ih, w_hh):
 def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, backend="auto"):
     """One LSTM step on batched (B, I) input; ``hx`` is (h, c). Returns (h', c')."""
     h, c = hx
-    # torch's cell checks its own input, with torch's messages.
-    if native.takes_cell(backend, input, (h, c), w_ih, w_hh, b_ih, b_hh):
-        return native.cell("lstm", input, (h, c), w_ih, w_hh, b_ih, b_hh)
+    choice = dispatch.choose(dispatch.cell_call("lstm", backend, input, (h, c), w_ih, w_hh,
+                                                b_ih, b_hh))
+    if choice.name == "torch":
+        return torch_backend.cell("lstm", input, (h, c), w_ih, w_hh, b_ih, b_hh)
     _check_cell("LSTMCell", input, (h, c), w_ih, w_hh)
-    module = backends.resolve(backend, input.device, input.dtype)
+    module = choice.module
     _, h1, c1 = ops.lstm(input.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh, None,
                                    None, False, module)
     return h1, c1
@@ -204,10 +200,12 @@ def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, backend="auto"):
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, backend="auto"):
     """One GRU step on batched (B, I) input. Returns h'."""
-    if native.takes_cell(backend, input, (hx,), w_ih, w_hh, b_ih, b_hh):
-        return native.cell("gru", input, (hx,), w_ih, w_hh, b_ih, b_hh)
+    choice = dispatch.choose(dispatch.cell_call("gru", backend, input, (hx,), w_ih, w_hh,
+                                                b_ih, b_hh))
+    if choice.name == "torch":
+        return torch_backend.cell("gru", input, (hx,), w_ih, w_hh, b_ih, b_hh)
     _check_cell("GRUCell", input, (hx,), w_ih, w_hh)
-    module = backends.resolve(backend, input.device, input.dtype)
+    module = choice.module
     return ops.gru(input.unsqueeze(0), hx, w_ih, w_hh, b_ih, b_hh, None, False, module)[1]
 
 
@@ -215,9 +213,11 @@ def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", b
     """One Elman RNN step on batched (B, I) input. Returns h'."""
     if nonlinearity not in ("tanh", "relu"):
         raise RuntimeError(f"Unknown nonlinearity: {nonlinearity}; select 'tanh' or 'relu'")
-    if native.takes_cell(backend, input, (hx,), w_ih, w_hh, b_ih, b_hh):
-        return native.cell("rnn_" + nonlinearity, input, (hx,), w_ih, w_hh, b_ih, b_hh)
+    choice = dispatch.choose(dispatch.cell_call("rnn", backend, input, (hx,), w_ih, w_hh,
+                                                b_ih, b_hh))
+    if choice.name == "torch":
+        return torch_backend.cell("rnn_" + nonlinearity, input, (hx,), w_ih, w_hh, b_ih, b_hh)
     _check_cell("RNNCell", input, (hx,), w_ih, w_hh)
-    module = backends.resolve(backend, input.device, input.dtype)
+    module = choice.module
     return ops.rnn(input.unsqueeze(0), hx, w_ih, w_hh, b_ih, b_hh, None, False,
                              nonlinearity, module)[1]

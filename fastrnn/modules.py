@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import backends, functional, native
+from . import dispatch, functional, torch_backend
 
 
 class _BackendMixin:
@@ -35,7 +35,7 @@ class _BackendMixin:
         return cls._torch_class.__name__
 
     def _set_backend(self, backend):
-        self.backend = backends.check_name(backend)
+        self.backend = dispatch.check_name(backend)
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -84,26 +84,26 @@ class _StackMixin(_BackendMixin):
         return True
 
     def forward(self, input, hx=None):
-        capture = native.capture()
-        if capture is None:
-            return self._forward(input, hx)
-        if capture == "compile":
+        if dispatch.capture() == "compile":
             # Dynamo does not trace torch.nn's RNN modules (they run eagerly, between graphs);
             # this one runs eagerly too, on fastrnn's kernels.
             return _eager_stack_forward(self, input, hx)
-        return native.torch_forward(self, input, hx)
+        return self._forward(input, hx)
 
     def _forward(self, input, hx):
         # Picks up weights swapped in by torch.func.functional_call (torch >= 2.1 has it).
         update = getattr(self, "_update_flat_weights", None)
         if update is not None and not self._flat_weights_current():
             update()
-        if native.module_goes_to_torch(self, self._kind, input, hx):
-            return native.torch_forward(self, input, hx)      # torch measured faster here
-        # For a batched, non-empty input that call applied the same hand-off rules functional
-        # would, on the same sizes: functional skips its second pass over them (~5-10 us of a
-        # small call). Unbatched input still gets functional's checks, on its one-row batch.
-        routed = isinstance(input, torch.Tensor) and input.dim() == 3 and input.numel() > 0
+        choice = None
+        if (isinstance(input, torch.Tensor) and input.dim() == 3 and input.numel() > 0
+                and input.dtype == self._flat_weights[0].dtype):
+            # A batched input is dispatched here, before fastrnn's argument handling: a call
+            # that torch runs then costs what torch.nn's does (that handling is ~15-35 us, a
+            # third of a short call). Other inputs are dispatched by functional, once.
+            choice = dispatch.choose(dispatch.module_call(self, input, hx))
+            if choice.name == "torch":
+                return torch_backend.module_forward(self, input, hx)
         lstm = self._has_cell_state
         state_size = self.proj_size if getattr(self, "proj_size", 0) > 0 else self.hidden_size
         packed = isinstance(input, PackedSequence)
@@ -134,12 +134,14 @@ class _StackMixin(_BackendMixin):
             # exception types, so torch's check_forward_args (~5 us) would only repeat that.
         else:
             hx = self.permute_hidden(hx, sorted_indices)
+            if packed and lstm:
+                self._check_packed_hx(hx)
             self.check_forward_args(input, hx, batch_sizes)
 
         result = functional._stack(
             self._kind, input, hx, self._flat_weights, self.bias, self.num_layers,
             float(self.dropout), self.training, self.bidirectional, self.batch_first, batch_sizes,
-            self.backend, self.__dict__.get("nonlinearity", "tanh"), handoffs=not routed)
+            self.backend, self.__dict__.get("nonlinearity", "tanh"), choice=choice)
         output, hidden = result[0], (result[1:] if lstm else result[1])
 
         if packed:
@@ -148,6 +150,20 @@ class _StackMixin(_BackendMixin):
             output = output.squeeze(batch_dim)
             hidden = tuple(h.squeeze(1) for h in hidden) if lstm else hidden.squeeze(1)
         return output, self.permute_hidden(hidden, unsorted_indices)
+
+    def _check_packed_hx(self, hx):
+        """torch.nn.LSTM checks a packed call's hx only inside its LSTM op: the same exception
+        types here (hx that is not an (h_0, c_0) pair of tensors is a TypeError)."""
+        name = self._torch_name()
+        if not isinstance(hx, (tuple, list)) or not all(isinstance(h, torch.Tensor) for h in hx):
+            raise TypeError(f"{name}: hx for a PackedSequence must be a tuple (h_0, c_0) of "
+                            f"tensors, got {type(hx).__name__}")
+        if len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
+        for h in hx:
+            if h.dim() < 3:
+                raise IndexError(f"{name}: hx for a PackedSequence must be 3-D (num_layers * "
+                                 f"num_directions, batch, size), got {h.dim()}-D")
 
     def _check_hx_dims(self, hx, is_batched):
         want = 3 if is_batched else 2
@@ -185,9 +201,10 @@ class _CellMixin(_BackendMixin):
     """forward() shared by the cells: torch's 1-D/2-D handling, fastrnn's compute."""
 
     _has_cell_state = False
+    _is_cell = True
 
     def forward(self, input, hx=None):
-        if native.capture() is not None:
+        if dispatch.capture() is not None:
             # Recorded into a graph (torch.compile included: a cell traces well) as torch.nn's.
             return self._torch_class.forward(self, input, hx)
         name = self._torch_name()
@@ -215,6 +232,7 @@ class _CellMixin(_BackendMixin):
 class LSTMCell(_CellMixin, nn.LSTMCell):
     __doc__ = "fastrnn drop-in for torch.nn.LSTMCell (extra keyword: backend).\n\n" + (nn.LSTMCell.__doc__ or "")
     _has_cell_state = True
+    _kind = "lstm"
 
     def _step(self, input, states):
         return functional.lstm_cell(input, states, self.weight_ih, self.weight_hh,
@@ -223,6 +241,7 @@ class LSTMCell(_CellMixin, nn.LSTMCell):
 
 class GRUCell(_CellMixin, nn.GRUCell):
     __doc__ = "fastrnn drop-in for torch.nn.GRUCell (extra keyword: backend).\n\n" + (nn.GRUCell.__doc__ or "")
+    _kind = "gru"
 
     def _step(self, input, states):
         return functional.gru_cell(input, states[0], self.weight_ih, self.weight_hh,
@@ -231,6 +250,7 @@ class GRUCell(_CellMixin, nn.GRUCell):
 
 class RNNCell(_CellMixin, nn.RNNCell):
     __doc__ = "fastrnn drop-in for torch.nn.RNNCell (extra keyword: backend).\n\n" + (nn.RNNCell.__doc__ or "")
+    _kind = "rnn"
 
     def _step(self, input, states):
         return functional.rnn_cell(input, states[0], self.weight_ih, self.weight_hh,

@@ -5,7 +5,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import fastrnn
-from fastrnn import backends
+from fastrnn import dispatch
 
 # Tolerances (max abs, max rel) from DESIGN.md; chosen once from the arithmetic, never widened.
 TOL = {torch.float64: (1e-9, 1e-7), torch.float32: (3e-5, 2e-4)}
@@ -13,7 +13,7 @@ TOL = {torch.float64: (1e-9, 1e-7), torch.float32: (3e-5, 2e-4)}
 
 def backends_for(device, dtype):
     """Concrete backends that can run this device/dtype (the interpreter counts for triton)."""
-    return backends.available(torch.device(device), dtype)
+    return [name for name in dispatch.available(torch.device(device), dtype) if name != "torch"]
 
 
 def make_pair(kind, input_size, hidden_size, backend, dtype=torch.float64, **kw):

@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 import fastrnn
-from fastrnn import backends
+from fastrnn import dispatch
+
+
+def _resolve(name, device=torch.device("cpu"), dtype=torch.float32):
+    """The backend dispatch picks for a long GRU call (one auto never hands to torch)."""
+    return dispatch.choose(dispatch.Call("gru", name, device, dtype, 100, 64, 64, 64 * 192 * 4,
+                                         False)).name
 
 PAIRS = [
     (fastrnn.LSTM, nn.LSTM, dict(input_size=4, hidden_size=6, num_layers=2, bidirectional=True, proj_size=3)),
@@ -96,17 +102,18 @@ def test_constructor_arguments_are_torchs():
 
 def test_unknown_backend_is_value_error_listing_valid_ones():
     for make in (lambda: fastrnn.LSTM(4, 5, backend="cudnn"), lambda: fastrnn.GRUCell(4, 5, backend="gpu"),
-                 lambda: backends.resolve("fast", torch.device("cpu"), torch.float32)):
-        with pytest.raises(ValueError, match="auto, triton, numba, reference"):
+                 lambda: _resolve("fast")):
+        with pytest.raises(ValueError, match="auto, torch, numba, triton, reference"):
             make()
 
 
 def test_auto_picks_a_cpu_backend_and_env_overrides():
     cpu = torch.device("cpu")
-    name = backends.resolve("auto", cpu, torch.float32).NAME
-    assert name in backends.available(cpu, torch.float32) and name != "triton"
-    code = ("import torch, fastrnn.backends as b; "
-            "print(b.resolve('auto', torch.device('cpu'), torch.float32).NAME)")
+    name = _resolve("auto")
+    assert name in dispatch.available(cpu, torch.float32) and name not in ("triton", "torch")
+    code = ("import torch, fastrnn.dispatch as d; "
+            "print(d.choose(d.Call('gru', 'auto', torch.device('cpu'), torch.float32, 100, 64, "
+            "64, 49152, False)).name)")
     env = dict(os.environ, FASTRNN_BACKEND="reference")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "reference"
@@ -205,12 +212,12 @@ def test_replaced_and_parametrized_weights_are_used():
 def test_env_override_is_read_at_each_call(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setenv("FASTRNN_BACKEND", "reference")
-    assert backends.resolve("auto", cpu, torch.float32).NAME == "reference"
+    assert _resolve("auto", cpu) == "reference"
     monkeypatch.setenv("FASTRNN_BACKEND", "numba")
-    assert backends.resolve("auto", cpu, torch.float32).NAME == "numba"
-    assert backends.resolve("reference", cpu, torch.float32).NAME == "reference"  # explicit wins
+    assert _resolve("auto", cpu) == "numba"
+    assert _resolve("reference", cpu) == "reference"  # explicit wins
     monkeypatch.setenv("FASTRNN_BACKEND", "bogus")
     with pytest.raises(ValueError, match="valid backends"):
-        backends.resolve("auto", cpu, torch.float32)
+        _resolve("auto", cpu)
     with pytest.raises(ValueError):
-        backends.resolve(["numba"], cpu, torch.float32)
+        _resolve(["numba"], cpu)

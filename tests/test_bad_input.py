@@ -97,6 +97,37 @@ def test_packed_hx_batch_mismatch():
         fast(packed, hx)
 
 
+# A packed LSTM's hx is checked by torch only inside its LSTM op, with that op's exception types.
+PACKED_LSTM_HX = {
+    "tensor_not_pair": _z(1, 2, 5),
+    "tensor_wrong_batch": _z(1, 3, 5),
+    "one_state": (_z(1, 2, 5),),
+    "three_states": (_z(1, 2, 5),) * 3,
+    "pair_wrong_batch": (_z(1, 3, 5), _z(1, 3, 5)),
+    "pair_2d": (_z(2, 5), _z(2, 5)),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
+@pytest.mark.parametrize("case", sorted(PACKED_LSTM_HX))
+def test_packed_lstm_bad_hx(case, enforce_sorted, backend):
+    ref, fast = _both("LSTM", backend)
+    seqs = [torch.randn(3, 4), torch.randn(2, 4)]
+    packed = nn.utils.rnn.pack_sequence(seqs if enforce_sorted else seqs[::-1],
+                                        enforce_sorted=enforce_sorted)
+    hx = PACKED_LSTM_HX[case]
+    try:
+        want = ref(packed, hx)
+    except Exception as exc:        # noqa: BLE001 - whatever torch raises, fastrnn must too
+        with pytest.raises(type(exc)) as info:
+            fast(packed, hx)
+        assert str(info.value)
+    else:   # unsorted input takes hx's rows by index: torch accepts a larger batch, so must we
+        got = fast(packed, hx)
+        torch.testing.assert_close(got[0].data, want[0].data, atol=3e-5, rtol=2e-4)
+
+
 def test_functional_rejects_bad_weights():
     x = torch.randn(2, 1, 4)
     with pytest.raises(ValueError, match="weights per layer"):

@@ -12,7 +12,7 @@ import types
 import pytest
 import torch
 
-from fastrnn import backends
+from fastrnn import dispatch
 from fastrnn.bench import check, cli, grid, machine, providers, runner
 from fastrnn.bench.grid import Case, Size
 
@@ -167,14 +167,15 @@ def test_default_providers_skip_reference_and_cpu_triton(monkeypatch):
 def test_half_written_backend_does_not_stop_the_run(monkeypatch):
     def broken(device, dtype):
         raise AttributeError("module 'fastrnn.kernels.triton' has no attribute 'supports'")
-    monkeypatch.setattr(backends, "available", broken)
+    monkeypatch.setattr(dispatch, "available", broken)
     assert "reference" in providers.available_backends("cpu", torch.float32)
 
 
 def test_backend_explain_is_shown(monkeypatch):
-    fake = types.SimpleNamespace(NAME="numba", explain=lambda kind, T, B, H, P, dtype, device, I:
+    fake = types.SimpleNamespace(NAME="numba", supports=lambda device, dtype: True,
+                                 explain=lambda kind, T, B, H, P, dtype, device, I:
                                  f"{kind} T={T} B={B} H={H} P={P} I={I}")
-    monkeypatch.setattr(backends, "get", lambda name: fake)
+    monkeypatch.setattr(dispatch, "get", lambda name: fake)
     text = providers.get("fastrnn-numba").strategy("gru", TINY, torch.float32, torch.device("cpu"))
     assert text == "gru T=4 B=2 H=5 P=5 I=3"
 

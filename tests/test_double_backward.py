@@ -3,11 +3,13 @@ methods), as torch.nn gives them. The fused kernels' backward is not differentia
 backward rebuilds the layer from torch ops (fastrnn/ops.py); these tests check that path against
 torch.nn and that its first-order gradients equal the kernels' own."""
 
+import copy
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from fastrnn import backends
+from fastrnn import dispatch
 from fastrnn.ops import GRUFunction, LSTMFunction, RNNFunction
 from rnn_cases import TOL, assert_close_all, backends_for, make_pair
 
@@ -55,7 +57,18 @@ def test_second_order_gradients_match_torch(kind, kw, backend, dtype, packed):
     e1, e2 = _penalty_grads(ref, x, packed, torch.float64)
     a1, a2 = _penalty_grads(fast, x, packed, dtype)
     assert_close_all(a1, e1, dtype, "first-order gradients")
-    assert_close_all(a2, e2, dtype, "second-order gradients")
+    if dtype == torch.float64:
+        assert_close_all(a2, e2, dtype, "second-order gradients")
+        return
+    # The second-order gradients are O(1e3) here, beyond the O(1) values TOL assumes, and float32
+    # cancels in them (a 0.33 among entries of 1e3). Their bound is torch.nn's own float32 error
+    # on the same case, never looser than 2x it (DESIGN.md), and never tighter than TOL.
+    t1, t2 = _penalty_grads(copy.deepcopy(ref).float(), x, packed, torch.float32)
+    atol, rtol = TOL[dtype]
+    for k, (a, t, e) in enumerate(zip(a2, t2, e2)):
+        torch_err = ((t - e).abs() - rtol * e.abs()).max().item()
+        torch.testing.assert_close(a, e, rtol=rtol, atol=max(atol, 2 * torch_err),
+                                   msg=lambda m: f"second-order gradients[{k}]: {m}")
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -103,7 +116,7 @@ def _function_args(kind):
 
 
 def _apply(kind, backend, reverse, lengths):
-    mod = backends.get(backend)
+    mod = dispatch.get(backend)
     ln = None if lengths is None else torch.tensor(lengths)
     if kind == "lstm":
         return lambda *a: LSTMFunction.apply(*a, ln, reverse, mod)

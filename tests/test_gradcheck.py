@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from fastrnn import backends
+from fastrnn import dispatch
 from fastrnn.ops import GRUFunction, LSTMFunction, RNNFunction
 from rnn_cases import backends_for
 
@@ -36,7 +36,7 @@ def _params():
 def test_lstm_gradcheck(backend, reverse, lengths, bias, proj):
     torch.manual_seed(0)
     P = proj or H
-    mod = backends.get(backend)
+    mod = dispatch.get(backend)
     args = [_t(T, B, I), _t(B, P), _t(B, H), _t(4 * H, I, scale=0.5), _t(4 * H, P, scale=0.5)]
     args += [_t(4 * H), _t(4 * H)] if bias else [None, None]
     args += [_t(P, H, scale=0.5)] if proj else [None]
@@ -47,7 +47,7 @@ def test_lstm_gradcheck(backend, reverse, lengths, bias, proj):
 @pytest.mark.parametrize("backend, reverse, lengths, bias", _params())
 def test_gru_gradcheck(backend, reverse, lengths, bias):
     torch.manual_seed(0)
-    mod = backends.get(backend)
+    mod = dispatch.get(backend)
     args = [_t(T, B, I), _t(B, H), _t(3 * H, I, scale=0.5), _t(3 * H, H, scale=0.5)]
     args += [_t(3 * H), _t(3 * H)] if bias else [None, None]
     ln = _lengths(lengths)
@@ -58,7 +58,7 @@ def test_gru_gradcheck(backend, reverse, lengths, bias):
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 def test_rnn_gradcheck(backend, reverse, lengths, bias, nonlinearity):
     torch.manual_seed(0)
-    mod = backends.get(backend)
+    mod = dispatch.get(backend)
     args = [_t(T, B, I), _t(B, H), _t(H, I, scale=0.5), _t(H, H, scale=0.3)]
     args += [_t(H), _t(H)] if bias else [None, None]
     ln = _lengths(lengths)

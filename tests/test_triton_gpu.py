@@ -357,7 +357,7 @@ def no_triton(monkeypatch):
 @pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: f"{c[0]}{c[1]}")
 def test_auto_on_cuda_runs_torch_nn(case, dtype, packed, no_triton):
     # auto hands every CUDA call to torch's own RNN (cuDNN): the Triton kernels measured slower
-    # everywhere (fastrnn/native.py). Same calls, so the same results.
+    # everywhere (fastrnn/dispatch.py). Same calls, so the same results.
     name, kw = case
     theirs, ours = _module_pair(name, kw, dtype, "auto")
     inp = _inputs(dtype, packed)
@@ -413,8 +413,9 @@ def test_triton_modules_on_cuda_match_torch_nn(case, packed):
 
 
 def test_auto_explains_the_cuda_hand_off():
-    line = fastrnn.native.explain("gru", 100, 8, 256, torch.float32, "cuda")
-    assert line is not None and "cuDNN" in line
+    gru = fastrnn.GRU(256, 256).to(DEV)
+    explained = fastrnn.explain(gru, torch.randn(100, 8, 256, device=DEV))
+    assert explained.backend == "torch" and "cuDNN" in str(explained)
 
 
 @pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])

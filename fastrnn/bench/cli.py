@@ -19,7 +19,7 @@ Benchmark fastrnn's LSTM/GRU/RNN against torch.nn on this machine.
 Every case (cell kind x size x dtype x mode) runs each provider on the same weights and input:
   torch            torch.nn (native CPU / oneDNN, or cuDNN): the baseline of the speedup column
   torch-cell-loop  a Python loop over torch.nn.LSTMCell/GRUCell/RNNCell (what people write by hand)
-  fastrnn-<name>   fastrnn with backend=<name>, for each backend fastrnn.backends.available()
+  fastrnn-<name>   fastrnn with backend=<name>, for each backend fastrnn.dispatch.available()
                    reports (reference, and triton on CPU, only when named with --providers)
 Each provider's output (and, in training, input gradient) is first checked against torch.nn;
 one that disagrees is reported "wrong" and not timed, one that raises is reported "error".

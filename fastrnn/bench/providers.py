@@ -7,7 +7,7 @@ Built in:
   torch             torch.nn itself (native CPU / oneDNN, or cuDNN on CUDA): the baseline.
   torch-cell-loop   a Python loop over torch.nn.LSTMCell/GRUCell/RNNCell: what users write by hand.
   fastrnn-<name>    fastrnn.LSTM/GRU/RNN with backend=<name>, one per backend that
-                    fastrnn.backends reports for the device and dtype (no list to keep in sync).
+                    fastrnn.dispatch reports for the device and dtype (no list to keep in sync).
 
 Tests and experiments add their own with ``register()`` (e.g. a deliberately wrong one).
 """
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import fastrnn
-from fastrnn import backends, native
+from fastrnn import dispatch
 
 
 class Runnable:
@@ -99,16 +99,17 @@ class TorchCellLoopProvider(Provider):
 
 
 _STACKS = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn": fastrnn.RNN}
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 PREFIX = "fastrnn-"
 
 
 class FastrnnProvider(Provider):
     def __init__(self, backend):
-        self.backend = backends.check_name(backend)
+        self.backend = dispatch.check_name(backend)
         self.name = PREFIX + backend
 
     def supports(self, device, dtype):
-        return self.backend == "auto" or self.backend in available_backends(device, dtype)
+        return self.backend in ("auto", "torch") or self.backend in available_backends(device, dtype)
 
     def build(self, kind, reference):
         extra = {"nonlinearity": reference.nonlinearity} if kind == "rnn" else {}
@@ -119,19 +120,31 @@ class FastrnnProvider(Provider):
         return Runnable(lambda x: module(x)[0], module)
 
     def strategy(self, kind, size, dtype, device):
-        # Backends may describe their choice (e.g. which kernel strategy for this H); optional.
+        """What the dispatcher runs for this case, in inference and in training (one line when
+        both are the same), with the backend's own description of its strategy."""
         device = torch.device(device)
-        name = self.backend
-        if name == "auto":
-            name = backends.resolve("auto", device, dtype).NAME
-        explain = getattr(backends.get(name), "explain", None)
-        line = None if explain is None else str(explain(kind, size.T, size.B, size.H, size.H,
-                                                        dtype, device, I=size.I))
-        handed = (native.explain(kind, size.T, size.B, size.H, dtype, device)
-                  if self.backend == "auto" else None)
-        if handed is not None:
-            line = f"{handed}; otherwise: {line}"
-        return line
+        weight_bytes = _GATES[kind] * size.H * size.H * dtype.itemsize
+        lines = []
+        for mode, grad in (("inference", False), ("training", True)):
+            call = dispatch.Call(kind, self.backend, device, dtype, size.T, size.B, size.H,
+                                 weight_bytes, grad)
+            choice = dispatch.choose(call)
+            describe = getattr(choice.module, "explain", None)
+            line = None if describe is None else str(describe(
+                kind, size.T, size.B, size.H, size.H, dtype, device, I=size.I))
+            if choice.name == "torch":
+                line = f"torch's own ({line}): {choice.reason}"
+            lines.append((mode, line))
+        text = (lines[0][1] if lines[0][1] == lines[1][1]
+                else "; ".join(f"{mode}: {line}" for mode, line in lines))
+        if self.backend == "auto" and any(line.startswith("torch's own") for _, line in lines):
+            kernels = [name for name in available_backends(device, dtype)
+                       if name != "triton" or device.type == "cuda"]
+            describe = getattr(dispatch.get(kernels[0]), "explain", None) if kernels else None
+            if describe is not None:
+                text += "; otherwise: " + str(describe(kind, size.T, size.B, size.H, size.H,
+                                                       dtype, device, I=size.I))
+        return text
 
 
 REGISTRY = {}
@@ -154,21 +167,22 @@ register(TorchCellLoopProvider())
 
 
 def available_backends(device, dtype):
-    """fastrnn.backends.available(), tolerating a backend that is half written.
+    """fastrnn.dispatch.available() without torch (the baseline), tolerating a backend that is
+    half written.
 
     A backend module being developed may not import cleanly or lack ``supports``; the
     benchmark should still run the others rather than fail as a whole.
     """
     device = torch.device(device)
     try:
-        return list(backends.available(device, dtype))
+        return [name for name in dispatch.available(device, dtype) if name != "torch"]
     except Exception:
         names = []
-        for name in backends.NAMES:
-            if name == "auto":
+        for name in dispatch.NAMES:
+            if name in ("auto", "torch"):
                 continue
             try:
-                if backends.get(name).supports(device, dtype):
+                if dispatch.get(name).supports(device, dtype):
                     names.append(name)
             except Exception:
                 pass
@@ -179,14 +193,14 @@ def get(name):
     """The provider for a name: a registered one, or fastrnn-<backend>."""
     if name in REGISTRY:
         return REGISTRY[name]
-    if name.startswith(PREFIX) and name[len(PREFIX):] in backends.NAMES:
+    if name.startswith(PREFIX) and name[len(PREFIX):] in dispatch.NAMES:
         return FastrnnProvider(name[len(PREFIX):])
     raise ValueError(f"unknown provider {name!r}; known: {', '.join(known_names())}")
 
 
 def known_names():
     """Every name --providers accepts."""
-    return list(REGISTRY) + [PREFIX + b for b in backends.NAMES]
+    return list(REGISTRY) + [PREFIX + b for b in dispatch.NAMES]
 
 
 def default_names(device, dtype):
