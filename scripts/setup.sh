@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 if ! python -c "import torch" >/dev/null 2>&1; then
     python -m pip install "torch==2.13.0"
 fi
-python -m pip install -e ".[test,bench]"
+# gpu (triton) too: on CPU the test suite runs the Triton kernels under its interpreter.
+python -m pip install -e ".[test,bench,gpu]"

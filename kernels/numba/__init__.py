@@ -7,17 +7,31 @@ product), lstm/gru/rnn (the recurrences, over a range of batch rows), team (runn
 function on torch's OpenMP threads), threaded (the kernels as entries for team), launch (tensor
 conversion, allocation, strategy).
 
-Compiled code is cached in __pycache__ next to these files. Numba checks only the timestamp of
-the file that defines each cached function, not of the files it calls into: after editing one
-of these modules in a source checkout, delete kernels/numba/__pycache__/*.nb[ic] or the other
-modules' cached kernels keep running the old code. (Installing a release rewrites every file,
-so users never meet this.)
+Compiled code is cached in __pycache__ next to these files (or under NUMBA_CACHE_DIR). Numba
+checks each cached function against only the file that defines it, not the files it calls into
+or takes constants from, so importing this package first runs cache_guard.guard(): when a
+module the compiled code depends on (these but launch and pool; kernels/tuning.py and
+kernels/cpu.py), numba or numpy changed since the cache was written, it removes this package's
+*.nbi/*.nbc files and the kernels compile afresh, once.
 """
 
 import torch
 
-from .launch import (PROJECTS_INPUT, explain, gru_backward, gru_forward, lstm_backward,
-                     lstm_forward, rnn_backward, rnn_forward, weight_grads)
+from . import cache_guard
+
+cache_guard.guard()  # before any kernel module defines (and looks up) its cached functions
+
+from .launch import (  # noqa: E402
+    PROJECTS_INPUT,
+    explain,
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    rnn_backward,
+    rnn_forward,
+    weight_grads,
+)
 
 NAME = "numba"
 

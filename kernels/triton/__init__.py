@@ -3,7 +3,8 @@
 Also runs on CPU tensors under the Triton interpreter: set ``TRITON_INTERPRET=1`` in the
 environment *before* triton is imported (before importing fastrnn) - that is how CI tests it.
 Importing this package never imports triton; the kernels are loaded on first use, so a missing
-triton only makes ``supports()`` False and calls raise a RuntimeError that says so.
+triton (an optional extra: ``pip install fastrnn[gpu]``) only makes ``supports()`` False, and
+``unavailable_reason()``, ``unsupported_reason()`` and the RuntimeError of a call say why.
 
 Strategies (see ``explain()``):
 
@@ -50,8 +51,21 @@ def _load():
     return _launchers
 
 
+INSTALL_HINT = "pip install fastrnn[gpu]"
+
+
 def _triton_installed():
     return importlib.util.find_spec("triton") is not None
+
+
+def unavailable_reason():
+    """Why triton cannot be used at all ("" when it can): not installed, or failed to import.
+    Imports triton (once) when it is installed."""
+    if not _triton_installed():
+        return f"triton is not installed: {INSTALL_HINT}"
+    if _load() is None:
+        return f"triton failed to import ({type(_import_error).__name__}: {_import_error})"
+    return ""
 
 
 def supports(device, dtype):
@@ -75,8 +89,9 @@ def unsupported_reason(device, dtype):
     device = torch.device(device)
     if supports(device, dtype):
         return ""
-    if not _triton_installed() or _load() is None:
-        return f"triton is not available ({_import_error}); install triton or use another backend."
+    missing = unavailable_reason()
+    if missing:
+        return f"{missing} (or use another backend)."
     if dtype not in _DTYPES:
         return "The triton backend runs float32, float16 and bfloat16 only."
     if device.type == "cpu":
@@ -92,9 +107,8 @@ def _require(tensor):
     launchers = _load()
     if launchers is None:
         raise RuntimeError(
-            "fastrnn triton backend: triton is not available "
-            f"({type(_import_error).__name__}: {_import_error}). Install triton, or use "
-            "backend='numba' / 'reference'.")
+            f"fastrnn triton backend: triton is not available ({unavailable_reason()}). Use "
+            "another backend instead.")
     if tensor.dtype not in _DTYPES:
         raise RuntimeError(
             f"fastrnn triton backend: dtype {tensor.dtype} is not supported "
@@ -116,7 +130,8 @@ def options(strategy=None, block_b=None, block_h=None, block_k=None, poison=Fals
     before the kernels write it. Imports triton."""
     launchers = _load()
     if launchers is None:
-        raise RuntimeError(f"fastrnn triton backend: triton is not available ({_import_error})")
+        raise RuntimeError(
+            f"fastrnn triton backend: triton is not available ({unavailable_reason()})")
     return launchers.options(strategy=strategy, block_b=block_b, block_h=block_h, block_k=block_k,
                              poison=poison)
 
@@ -133,7 +148,7 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cuda", I=None):
     proj = kind == "lstm" and P is not None and P != H
     P = P if proj else H
     if not supports(device, dtype):
-        why = "triton unavailable" if _load() is None else f"{torch.device(device).type}/{dtype} unsupported"
+        why = unavailable_reason() or f"{torch.device(device).type}/{dtype} unsupported"
         return f"triton: not used ({why})"
     try:
         return "triton " + _launchers.describe(kind, T, B, H, P, proj)
@@ -189,6 +204,6 @@ def rnn_backward(grad_out, grad_hn, saved, w_hh, h0, out, lengths, reverse, nonl
 
 
 __all__ = [
-    "NAME", "supports", "unsupported_reason", "explain", "options",
+    "NAME", "supports", "unsupported_reason", "unavailable_reason", "explain", "options",
     "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward", "rnn_backward",
 ]
