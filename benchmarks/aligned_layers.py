@@ -39,7 +39,7 @@ def main(sizes):
             x = torch.randn(T, B, H)
             xr = x.clone().requires_grad_()
 
-            def run(placement, training):
+            def run(placement, training, reference=reference, model=model, x=x, xr=xr):
                 def fn():
                     if placement is not None:
                         simd.aligned_empty = placements[placement]

@@ -35,13 +35,13 @@ def main():
                 h = torch.randn(B, H, device=dev)
                 hx = (h, h.clone()) if name == "LSTMCell" else h
 
-                def infer(model):
+                def infer(model, x=x, hx=hx):
                     def fn():
                         with torch.no_grad():
                             model(x, hx)
                     return fn
 
-                def train(model):
+                def train(model, xt=xt, hx=hx):
                     def fn():
                         out = model(xt, hx)
                         (out[0] if isinstance(out, tuple) else out).sum().backward()

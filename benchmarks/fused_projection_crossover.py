@@ -11,10 +11,10 @@ output's sum); medians of 7 interleaved runs.
 import sys
 
 import torch
+from ab import Switch
 
 import fastrnn
 from fastrnn.bench import timing
-from ab import Switch
 from fastrnn.kernels.tuning import current
 
 NEVER = 1 << 62
@@ -30,7 +30,7 @@ def main(T, batches, H):
             x = torch.randn(T, B, H)
             xr = x.clone().requires_grad_()
 
-            def infer(rows):
+            def infer(rows, reference=reference, model=model, x=x):
                 def fn():
                     with torch.no_grad():
                         if rows is None:
@@ -40,7 +40,7 @@ def main(T, batches, H):
                             model(x)
                 return fn
 
-            def train(rows):
+            def train(rows, reference=reference, model=model, xr=xr):
                 def fn():
                     if rows is None:
                         reference(xr)[0].sum().backward()

@@ -14,11 +14,11 @@ cannot reach them say so (the two timings then run the same code: a measure of t
 import sys
 
 import torch
+from ab import Switch
 
 import fastrnn
 from fastrnn.bench import timing
 from fastrnn.kernels.numba import launch
-from ab import Switch
 
 
 def main(T, batches, sizes):
@@ -34,7 +34,7 @@ def main(T, batches, sizes):
                 route = launch.explain("lstm", T, B, H, I=H)
                 panels = "registers" in route
 
-                def infer(rows):
+                def infer(rows, reference=reference, model=model, x=x):
                     def fn():
                         with torch.no_grad():
                             if rows is None:
@@ -44,7 +44,7 @@ def main(T, batches, sizes):
                                 model(x)
                     return fn
 
-                def train(rows):
+                def train(rows, reference=reference, model=model, xr=xr):
                     def fn():
                         if rows is None:
                             reference(xr)[0].sum().backward()

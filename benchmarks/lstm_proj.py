@@ -47,9 +47,10 @@ def main():
         xg = x.clone().requires_grad_()
         with torch.no_grad():
             torch.testing.assert_close(fast(x)[0], ref(x)[0], atol=1e-4, rtol=1e-4)
-            inference = interleaved_medians([lambda: ref(x), lambda: fast(x)])
-        training = interleaved_medians([lambda: ref(xg)[0].sum().backward(),
-                                        lambda: fast(xg)[0].sum().backward()])
+            inference = interleaved_medians([lambda ref=ref, x=x: ref(x),
+                                             lambda fast=fast, x=x: fast(x)])
+        training = interleaved_medians([lambda ref=ref, xg=xg: ref(xg)[0].sum().backward(),
+                                        lambda fast=fast, xg=xg: fast(xg)[0].sum().backward()])
         for mode, (a, b) in (("inference", inference), ("training", training)):
             print(f"| {T}x{B}x{I}x{H}, {P} | {mode} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
 

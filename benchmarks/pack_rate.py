@@ -58,10 +58,11 @@ def main():
         for kind, view, transposed in (("W_hh^T", w.t(), True), ("W_hh", w, False)):
             b = view.numpy()
             assert np.array_equal(numpy_views(b), pack_weight(b))
-            t_np = median_ms(lambda: numpy_views(b))
-            t_c = median_ms(lambda: pack_weight(b))
-            t_team = median_ms(lambda: launch._packed_slices(
-                w, transposed, groups if transposed else 1, slices, torch.float32))
+            t_np = median_ms(lambda b=b: numpy_views(b))
+            t_c = median_ms(lambda b=b: pack_weight(b))
+            t_team = median_ms(lambda w=w, transposed=transposed, groups=groups, slices=slices:
+                               launch._packed_slices(w, transposed, groups if transposed else 1,
+                                                     slices, torch.float32))
             print(f"{N:>5d}x{K:<4d} {N * K * 4 / 2**20:5.2f} {kind:>11s} {t_np:12.3f} "
                   f"{t_c:9.3f} {t_team:12.3f}", flush=True)
 

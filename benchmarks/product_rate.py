@@ -22,8 +22,12 @@ from numba import njit
 
 from fastrnn.kernels.numba import simd
 from fastrnn.kernels.numba.config import JIT
-from fastrnn.kernels.numba.linalg import (K_BLOCK_ROWS, STREAM_FROM_BYTES, matmul_packed_blocked,
-                                          pack_weight)
+from fastrnn.kernels.numba.linalg import (
+    K_BLOCK_ROWS,
+    STREAM_FROM_BYTES,
+    matmul_packed_blocked,
+    pack_weight,
+)
 
 SHAPES = [(1, 64, 256), (4, 64, 256), (8, 128, 512), (16, 128, 512), (32, 256, 1024),
           (32, 512, 2048), (16, 512, 128), (3, 100, 300), (4, 1024, 4096)]
@@ -142,7 +146,8 @@ def main():
         for M, K, N in SHAPES:
             variant = (K_BLOCK_ROWS, K * N * np.dtype(dtype).itemsize >= STREAM_FROM_BYTES)
             rate = rates(M, K, N, dtype, [variant])[variant]
-            print(f"{np.dtype(dtype).name:8s} {M:3d}x{K:4d}x{N:4d}  {rate:6.1f} GFLOP/s", flush=True)
+            print(f"{np.dtype(dtype).name:8s} {M:3d}x{K:4d}x{N:4d}  {rate:6.1f} GFLOP/s",
+                  flush=True)
 
 
 if __name__ == "__main__":

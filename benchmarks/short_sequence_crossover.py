@@ -49,13 +49,13 @@ def main(kinds, steps, batches, hiddens):
                     x = torch.randn(T, B, H)
                     xt = x.clone().requires_grad_()
 
-                    def infer(model):
+                    def infer(model, x=x):
                         def fn():
                             with torch.no_grad():
                                 model(x)
                         return fn
 
-                    def train(model):
+                    def train(model, xt=xt):
                         def fn():
                             model(xt)[0].sum().backward()
                         return fn

@@ -8,10 +8,10 @@ Run: python benchmarks/split_crossover.py
 """
 
 import torch
+from ab import Switch
 
 import fastrnn
 from fastrnn.bench import timing
-from ab import Switch
 
 CLASSES = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn": fastrnn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -29,14 +29,14 @@ def main():
             x = torch.randn(T, B, H)
             xr = x.clone().requires_grad_()
 
-            def infer(threshold):
+            def infer(threshold, model=model, x=x):
                 def fn():
                     switch(split_min_macs=threshold)
                     with torch.no_grad():
                         model(x)
                 return fn
 
-            def train(threshold):
+            def train(threshold, model=model, xr=xr):
                 def fn():
                     switch(split_min_macs=threshold)
                     model(xr)[0].sum().backward()

@@ -12,10 +12,10 @@ H, float32, medians of 7 interleaved runs) and which was fastest.
 import sys
 
 import torch
+from ab import Switch
 
 import fastrnn
 from fastrnn.bench import timing
-from ab import Switch
 
 CLASSES = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn": fastrnn.RNN}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -32,14 +32,14 @@ def main(kinds, batches, hiddens):
                     x = torch.randn(T, B, H)
                     xr = x.clone().requires_grad_()
 
-                    def infer(strategy):
+                    def infer(strategy, model=model, x=x):
                         def fn():
                             switch(numba_strategy=strategy)
                             with torch.no_grad():
                                 model(x)
                         return fn
 
-                    def train(strategy):
+                    def train(strategy, model=model, xr=xr):
                         def fn():
                             switch(numba_strategy=strategy)
                             model(xr)[0].sum().backward()

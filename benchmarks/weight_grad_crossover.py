@@ -61,10 +61,10 @@ def input_gradient():
     for M, N, K in DX_SHAPES:
         grad, w_ih = torch.randn(M, K), torch.randn(K, N)
 
-        def mm():
+        def mm(grad=grad, w_ih=w_ih):
             return grad @ w_ih
 
-        def copy_onednn():
+        def copy_onednn(grad=grad, w_ih=w_ih):
             return linear(grad, w_ih.t().contiguous(), None, "none", [], "")
 
         err = (mm() - copy_onednn()).abs().max().item()
@@ -82,10 +82,10 @@ def weight_gradients(name, forced, rules):
             M, N = T * B, G * H
             grad, inputs = torch.randn(M, N), [torch.randn(M, H), torch.randn(M, H)]
 
-            def mm():
+            def mm(grad=grad, inputs=inputs):
                 return [grad.t() @ a for a in inputs], grad.sum(0)
 
-            def other():
+            def other(grad=grad, inputs=inputs):
                 return forced(grad, inputs)
 
             (a, b), (c, d) = mm(), other()

@@ -4,9 +4,11 @@ Modules, functional and the cells describe each call as a `Call` and ask `choose
 `Choice` names the backend and says why. `explain(module, input)` reads the same decision.
 
 The backends are peers, each saying what it can run and, when it cannot, why not:
-  torch      torch's own LSTM/GRU/RNN and cells (cuDNN, oneDNN, native ops): fastrnn/torch_backend.py
+  torch      torch's own LSTM/GRU/RNN and cells (cuDNN, oneDNN, native ops):
+             fastrnn/torch_backend.py
   numba      fastrnn's compiled CPU kernels: kernels/numba/
-  triton     fastrnn's Triton kernels (CUDA; on CPU only through TRITON_INTERPRET=1): kernels/triton/
+  triton     fastrnn's Triton kernels (CUDA; on CPU only through TRITON_INTERPRET=1):
+             kernels/triton/
   reference  plain PyTorch loops, the oracle: fastrnn/reference.py
 `backend="auto"` (the default; the FASTRNN_BACKEND environment variable overrides it) runs torch
 where torch measured faster (the rules below, with their data in kernels/tuning.py), else the
@@ -18,7 +20,7 @@ fastrnn's kernels run outside torch's ops, where no recorder sees them.
 
 import importlib
 import os
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.autograd.forward_ad as _forward_ad
@@ -63,7 +65,8 @@ class Choice(NamedTuple):
 def check_name(name):
     """Raise ValueError for a backend name fastrnn does not know."""
     if not isinstance(name, str) or name not in NAMES:
-        raise ValueError(f"unknown fastrnn backend {name!r}; valid backends are: {', '.join(NAMES)}")
+        raise ValueError(f"unknown fastrnn backend {name!r}; "
+                         f"valid backends are: {', '.join(NAMES)}")
     return name
 
 

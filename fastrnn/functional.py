@@ -53,7 +53,8 @@ def _check(kind, x, weights, bias, num_layers, num_directions):
         raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
     per = 2 + 2 * bool(bias)
     count = len(weights) // (num_layers * num_directions)
-    if count * num_layers * num_directions != len(weights) or count not in (per, per + (kind == "lstm")):
+    if (count * num_layers * num_directions != len(weights)
+            or count not in (per, per + (kind == "lstm"))):
         raise ValueError(
             f"expected {per} weights per layer and direction ({num_layers} layers, "
             f"{num_directions} directions), got {len(weights)} weights in all")
@@ -65,7 +66,8 @@ def _check(kind, x, weights, bias, num_layers, num_directions):
     w_ih = weights[0]
     if x.size(-1) != w_ih.size(1):
         raise RuntimeError(
-            f"input.size(-1) must be equal to input_size. Expected {w_ih.size(1)}, got {x.size(-1)}")
+            f"input.size(-1) must be equal to input_size. Expected {w_ih.size(1)}, "
+            f"got {x.size(-1)}")
     if not x.dtype.is_floating_point or x.dtype != w_ih.dtype:
         raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype ({w_ih.dtype}). "
                          f"Convert input: input.to({w_ih.dtype}), or convert the weights")
@@ -94,7 +96,7 @@ def _stack(kind, input, hx, weights, bias, num_layers, dropout, training, bidire
     else:
         x = input.transpose(0, 1) if batch_first and input.dim() == 3 else input
     per_layer = _check(kind, x, weights, bias, num_layers, num_directions)
-    T, B = x.shape[0], x.shape[1]
+    B = x.shape[1]
     _, w_hh0, _, _, w_hr0 = _layer_weights(weights, 0, per_layer, bias)
     H = w_hh0.size(0) // _GATES[kind]
     P = w_hr0.size(0) if w_hr0 is not None else H
@@ -168,10 +170,11 @@ def _check_cell(name, x, states, w_ih, w_hh):
     if x.dim() != 2:
         raise ValueError(f"{name}: expected a 2-D input (batch, input_size), got {x.dim()}-D")
     if x.size(1) != w_ih.size(1):
-        raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} expected {w_ih.size(1)}")
+        raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} "
+                           f"expected {w_ih.size(1)}")
     if not x.dtype.is_floating_point or x.dtype != w_ih.dtype:
-        raise RuntimeError(f"{name} input dtype ({x.dtype}) does not match weight dtype ({w_ih.dtype}); "
-                           f"convert the input with .to({w_ih.dtype})")
+        raise RuntimeError(f"{name} input dtype ({x.dtype}) does not match weight dtype "
+                           f"({w_ih.dtype}); convert the input with .to({w_ih.dtype})")
     for k, h in enumerate(states):
         if h.dim() != 2 or h.size(0) != x.size(0):
             raise RuntimeError(f"Input batch size {x.size(0)} doesn't match hidden{k} batch size "
@@ -180,8 +183,8 @@ def _check_cell(name, x, states, w_ih, w_hh):
             raise RuntimeError(f"hidden{k} has inconsistent hidden_size: got {h.size(1)}, "
                                f"expected {w_hh.size(1)}")
         if h.dtype != x.dtype:
-            raise RuntimeError(f"hidden{k} dtype ({h.dtype}) does not match input dtype ({x.dtype}); "
-                               f"convert it with .to({x.dtype})")
+            raise RuntimeError(f"hidden{k} dtype ({h.dtype}) does not match input dtype "
+                               f"({x.dtype}); convert it with .to({x.dtype})")
 
 
 def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, backend="auto"):

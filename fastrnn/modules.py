@@ -27,7 +27,8 @@ class _BackendMixin:
         super().__init_subclass__(**kwargs)
         # The torch.nn class this one stands in for. A plain class attribute, not a cached
         # lookup: torch.compile traces the forward that reads it, and cannot trace a cache.
-        cls._torch_class = next((c for c in cls.__mro__ if c.__module__.startswith("torch.nn")), None)
+        cls._torch_class = next((c for c in cls.__mro__ if c.__module__.startswith("torch.nn")),
+                                None)
 
     @classmethod
     def _torch_name(cls):
@@ -173,21 +174,25 @@ class _StackMixin(_BackendMixin):
                 raise RuntimeError(f"For {what} input, hx and cx should also be {want}-D but got "
                                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
         elif hx.dim() != want:
-            raise RuntimeError(f"For {what} input, hx should also be {want}-D but got {hx.dim()}-D tensor")
+            raise RuntimeError(f"For {what} input, hx should also be {want}-D but got "
+                               f"{hx.dim()}-D tensor")
 
 
 class LSTM(_StackMixin, nn.LSTM):
-    __doc__ = "fastrnn drop-in for torch.nn.LSTM (extra keyword: backend).\n\n" + (nn.LSTM.__doc__ or "")
+    __doc__ = ("fastrnn drop-in for torch.nn.LSTM (extra keyword: backend).\n\n"
+               + (nn.LSTM.__doc__ or ""))
     _has_cell_state = True
 
 
 class GRU(_StackMixin, nn.GRU):
-    __doc__ = "fastrnn drop-in for torch.nn.GRU (extra keyword: backend).\n\n" + (nn.GRU.__doc__ or "")
+    __doc__ = ("fastrnn drop-in for torch.nn.GRU (extra keyword: backend).\n\n"
+               + (nn.GRU.__doc__ or ""))
     _kind = "gru"
 
 
 class RNN(_StackMixin, nn.RNN):
-    __doc__ = "fastrnn drop-in for torch.nn.RNN (extra keyword: backend).\n\n" + (nn.RNN.__doc__ or "")
+    __doc__ = ("fastrnn drop-in for torch.nn.RNN (extra keyword: backend).\n\n"
+               + (nn.RNN.__doc__ or ""))
     _kind = "rnn"
 
 
@@ -221,7 +226,8 @@ class _CellMixin(_BackendMixin):
             input = input.unsqueeze(0)
             states = tuple(h.unsqueeze(0) for h in states)
         if not states:
-            zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+            zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
+                                device=input.device)
             states = (zeros, zeros) if lstm else (zeros,)
         result = self._step(input, states)
         if not is_batched:
@@ -230,7 +236,8 @@ class _CellMixin(_BackendMixin):
 
 
 class LSTMCell(_CellMixin, nn.LSTMCell):
-    __doc__ = "fastrnn drop-in for torch.nn.LSTMCell (extra keyword: backend).\n\n" + (nn.LSTMCell.__doc__ or "")
+    __doc__ = ("fastrnn drop-in for torch.nn.LSTMCell (extra keyword: backend).\n\n"
+               + (nn.LSTMCell.__doc__ or ""))
     _has_cell_state = True
     _kind = "lstm"
 
@@ -240,7 +247,8 @@ class LSTMCell(_CellMixin, nn.LSTMCell):
 
 
 class GRUCell(_CellMixin, nn.GRUCell):
-    __doc__ = "fastrnn drop-in for torch.nn.GRUCell (extra keyword: backend).\n\n" + (nn.GRUCell.__doc__ or "")
+    __doc__ = ("fastrnn drop-in for torch.nn.GRUCell (extra keyword: backend).\n\n"
+               + (nn.GRUCell.__doc__ or ""))
     _kind = "gru"
 
     def _step(self, input, states):
@@ -249,7 +257,8 @@ class GRUCell(_CellMixin, nn.GRUCell):
 
 
 class RNNCell(_CellMixin, nn.RNNCell):
-    __doc__ = "fastrnn drop-in for torch.nn.RNNCell (extra keyword: backend).\n\n" + (nn.RNNCell.__doc__ or "")
+    __doc__ = ("fastrnn drop-in for torch.nn.RNNCell (extra keyword: backend).\n\n"
+               + (nn.RNNCell.__doc__ or ""))
     _kind = "rnn"
 
     def _step(self, input, states):

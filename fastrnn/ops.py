@@ -192,7 +192,8 @@ class GRUFunction(torch.autograd.Function):
         need_grad = any(ctx.needs_input_grad[:6])
         xbias, b_hn = _gru_biases(b_ih, b_hh)
         xg = _projection(x, w_ih, xbias, backend)
-        out, h_n, saved = backend.gru_forward(xg, _c(w_hh), b_hn, _c(h0), lengths, reverse, need_grad)
+        out, h_n, saved = backend.gru_forward(xg, _c(w_hh), b_hn, _c(h0), lengths, reverse,
+                                              need_grad)
         if need_grad:
             ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, b_hn, lengths, out, *saved)
             ctx.reverse, ctx.backend = reverse, backend

@@ -1,1 +1,2 @@
-"""Raw kernels and their thin launchers (installed as fastrnn.kernels). Nothing here imports fastrnn."""
+"""Raw kernels and their thin launchers (installed as fastrnn.kernels). Nothing here imports
+fastrnn."""

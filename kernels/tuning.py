@@ -114,10 +114,10 @@ class Tuning:
     split_min_macs: int = _rule(
         "a whole-sequence recurrence is split over the threads from this many multiply-adds "
         "over all steps (below, one thread is as fast: a split costs ~25 us)",
-        "cpu-strategy-2026-11-26-zen4.md")
+        "cpu-short-sequences-2026-11-26-zen4.md (its split section)")
     split_min_cells: int = _rule(
         "a per-step pointwise update is split from this many cells per step",
-        "cpu-strategy-2026-11-26-zen4.md")
+        "cpu-short-sequences-2026-11-26-zen4.md (its split section)")
     split_min_cells_one_step: int = _rule(
         "... and a single step (a cell) from this many (it pays the split for one update only)",
         "cpu-cells-2026-11-26-zen4.md")
@@ -127,9 +127,9 @@ class Tuning:
     project_in_chunks_from: int = _rule(
         "an input projection of this many bytes or more is computed project_chunk_bytes at a "
         "time, interleaved with the loop (no page faults on fresh memory)",
-        "cpu-strategy-2026-11-26-zen4.md")
+        "no results file: the timings are in the measurement notes below")
     project_chunk_bytes: int = _rule("see project_in_chunks_from",
-                                     "cpu-strategy-2026-11-26-zen4.md")
+                                     "no results file: see project_in_chunks_from")
     fuse_projection: bool = _rule(
         "an LSTM/RNN loop may take its input projection inside ([x_t, h] [W_ih, W_hh]^T per "
         "step); False: never (tests, benchmarks)", "cpu-lstm-rules-2026-11-26-xeon.md")
@@ -150,7 +150,8 @@ class Tuning:
         "cpu-gate-panels-2026-11-26-zen4.md")
     product_k_block_bytes: object = _rule(
         "the per-step product's k loop runs in chunks of this many bytes of a panel; None: all "
-        "of K in one", "cpu-product-chunks-2026-11-26-xeon.md, cpu-product-chunks-2026-11-26-zen4.md",
+        "of K in one",
+        "cpu-product-chunks-2026-11-26-xeon.md, cpu-product-chunks-2026-11-26-zen4.md",
         compiled=True)
     product_prefetch_from_bytes: object = _rule(
         "a step reading this much packed weight or more prefetches the next chunk; None: one "
@@ -306,8 +307,8 @@ def measured(name):
 #
 # torch runs float32 CPU LSTMs (no projection, not packed) through oneDNN's fused RNN primitive,
 # which uses every core even for a single sequence and runs close to the machine's GEMM rate.
-# benchmarks/native_lstm_crossover.py (T = 100) and benchmarks/short_sequence_crossover.py (T = 2-64)
-# measure fastrnn's numba backend against it (input size = H, recorded in
+# benchmarks/native_lstm_crossover.py (T = 100) and benchmarks/short_sequence_crossover.py
+# (T = 2-64) measure fastrnn's numba backend against it (input size = H, recorded in
 # benchmarks/results/cpu-native-lstm-2026-11-26.md and cpu-short-lstm-2026-11-26-zen4.md), and
 # `auto` calls torch at the sizes where torch was faster, so swapping torch.nn.LSTM for
 # fastrnn.LSTM does not slow an LSTM down there:

@@ -17,7 +17,8 @@ def backends_for(device, dtype):
 
 
 def make_pair(kind, input_size, hidden_size, backend, dtype=torch.float64, **kw):
-    """A torch.nn module (float64, the oracle) and a fastrnn twin in ``dtype`` with equal weights."""
+    """A torch.nn module (float64, the oracle) and a fastrnn twin in ``dtype`` with equal
+    weights."""
     torch_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind]
     fast_cls = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU, "rnn": fastrnn.RNN}[kind]
     ref = torch_cls(input_size, hidden_size, dtype=torch.float64, **kw)
@@ -66,7 +67,8 @@ def assert_close_all(actual, expected, dtype, what):
     assert len(actual) == len(expected), what
     for k, (a, e) in enumerate(zip(actual, expected)):
         assert a.shape == e.shape, f"{what}[{k}]: shape {tuple(a.shape)} != {tuple(e.shape)}"
-        torch.testing.assert_close(a, e, atol=atol, rtol=rtol, msg=lambda m: f"{what}[{k}]: {m}")
+        torch.testing.assert_close(a, e, atol=atol, rtol=rtol,
+                                   msg=lambda m, k=k: f"{what}[{k}]: {m}")
 
 
 def check_parity(kind, backend, dtype, I, H, T, B, form="batched", hx_given=True, seed=0, **kw):
@@ -78,7 +80,8 @@ def check_parity(kind, backend, dtype, I, H, T, B, form="batched", hx_given=True
     L = kw.get("num_layers", 1)
     P = kw.get("proj_size", 0) or H
     if form == "packed_sorted" or form == "packed_unsorted":
-        lengths = sorted([T] + [max(1, (T * (k + 2)) // (k + 3)) for k in range(B - 1)], reverse=True)
+        lengths = sorted([T] + [max(1, (T * (k + 2)) // (k + 3)) for k in range(B - 1)],
+                         reverse=True)
         if form == "packed_unsorted":
             lengths = lengths[1:] + lengths[:1]
         seqs = [torch.randn(n, I, dtype=torch.float64) for n in lengths]
@@ -94,7 +97,8 @@ def check_parity(kind, backend, dtype, I, H, T, B, form="batched", hx_given=True
     hx = None
     if hx_given:
         h0 = torch.randn(L * D, *state_batch, P, dtype=torch.float64)
-        hx = (h0, torch.randn(L * D, *state_batch, H, dtype=torch.float64)) if kind == "lstm" else h0
+        hx = ((h0, torch.randn(L * D, *state_batch, H, dtype=torch.float64)) if kind == "lstm"
+              else h0)
     ref_out, ref_hidden = ref(_cast(inputs, torch.float64), hx)
     weights = [torch.randn_like(v, dtype=torch.float64) for v in _flat(ref_out) + _flat(ref_hidden)]
     ev, eg = run_and_grads(ref, inputs, hx, weights, torch.float64)

@@ -15,15 +15,19 @@ import fastrnn
 from fastrnn import dispatch
 
 
-def _resolve(name, device=torch.device("cpu"), dtype=torch.float32):
+def _resolve(name, device=torch.device("cpu"),  # noqa: B008 - a device is immutable
+             dtype=torch.float32):
     """The backend dispatch picks for a long GRU call (one auto never hands to torch)."""
     return dispatch.choose(dispatch.Call("gru", name, device, dtype, 100, 64, 64, 64 * 192 * 4,
                                          False)).name
 
 PAIRS = [
-    (fastrnn.LSTM, nn.LSTM, dict(input_size=4, hidden_size=6, num_layers=2, bidirectional=True, proj_size=3)),
-    (fastrnn.GRU, nn.GRU, dict(input_size=4, hidden_size=6, num_layers=2, batch_first=True, bias=False)),
-    (fastrnn.RNN, nn.RNN, dict(input_size=4, hidden_size=6, nonlinearity="relu", dropout=0.25, num_layers=2)),
+    (fastrnn.LSTM, nn.LSTM, dict(input_size=4, hidden_size=6, num_layers=2, bidirectional=True,
+                                 proj_size=3)),
+    (fastrnn.GRU, nn.GRU, dict(input_size=4, hidden_size=6, num_layers=2, batch_first=True,
+                               bias=False)),
+    (fastrnn.RNN, nn.RNN, dict(input_size=4, hidden_size=6, nonlinearity="relu", dropout=0.25,
+                               num_layers=2)),
     (fastrnn.LSTMCell, nn.LSTMCell, dict(input_size=4, hidden_size=6)),
     (fastrnn.GRUCell, nn.GRUCell, dict(input_size=4, hidden_size=6, bias=False)),
     (fastrnn.RNNCell, nn.RNNCell, dict(input_size=4, hidden_size=6, nonlinearity="relu")),
@@ -33,7 +37,8 @@ IDS = [p[1].__name__ for p in PAIRS]
 
 def _out(module, x):
     out = module(x)
-    if isinstance(out, tuple) and isinstance(out[0], torch.Tensor) and not isinstance(module, nn.LSTMCell):
+    if (isinstance(out, tuple) and isinstance(out[0], torch.Tensor)
+            and not isinstance(module, nn.LSTMCell)):
         return out[0]
     return out[0] if isinstance(out, tuple) else out
 
@@ -48,7 +53,8 @@ def _input(module):
 def test_subclass_params_and_repr(fast_cls, torch_cls, kw):
     fast, ref = fast_cls(**kw), torch_cls(**kw)
     assert isinstance(fast, torch_cls)
-    assert [(n, p.shape) for n, p in fast.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
+    assert ([(n, p.shape) for n, p in fast.named_parameters()]
+            == [(n, p.shape) for n, p in ref.named_parameters()])
     assert repr(fast) == repr(ref)
     assert "backend='reference'" in repr(fast_cls(**kw, backend="reference"))
 
@@ -97,11 +103,13 @@ def test_constructor_arguments_are_torchs():
     with pytest.raises(ValueError):
         fastrnn.LSTM(4, 5, dropout=2.0)
     with pytest.raises(TypeError):
-        fastrnn.LSTM(4, 5, 2, True, False, 0.0, False, 0, None, None, "numba")  # backend is keyword-only
+        # backend is keyword-only
+        fastrnn.LSTM(4, 5, 2, True, False, 0.0, False, 0, None, None, "numba")
 
 
 def test_unknown_backend_is_value_error_listing_valid_ones():
-    for make in (lambda: fastrnn.LSTM(4, 5, backend="cudnn"), lambda: fastrnn.GRUCell(4, 5, backend="gpu"),
+    for make in (lambda: fastrnn.LSTM(4, 5, backend="cudnn"),
+                 lambda: fastrnn.GRUCell(4, 5, backend="gpu"),
                  lambda: _resolve("fast")):
         with pytest.raises(ValueError, match="auto, torch, numba, triton, reference"):
             make()
@@ -115,7 +123,8 @@ def test_auto_picks_a_cpu_backend_and_env_overrides():
             "print(d.choose(d.Call('gru', 'auto', torch.device('cpu'), torch.float32, 100, 64, "
             "64, 49152, False)).name)")
     env = dict(os.environ, FASTRNN_BACKEND="reference")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip() == "reference"
     env["FASTRNN_BACKEND"] = "nonsense"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -125,8 +134,10 @@ def test_auto_picks_a_cpu_backend_and_env_overrides():
 class _Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(4, 4), nn.LSTM(4, 6, num_layers=2, batch_first=True))
-        self.blocks = nn.ModuleList([nn.ModuleDict({"gru": nn.GRU(6, 5), "cell": nn.LSTMCell(5, 3)})])
+        self.encoder = nn.Sequential(nn.Linear(4, 4),
+                                     nn.LSTM(4, 6, num_layers=2, batch_first=True))
+        self.blocks = nn.ModuleList([nn.ModuleDict({"gru": nn.GRU(6, 5),
+                                                    "cell": nn.LSTMCell(5, 3)})])
         self.head = nn.Linear(3, 2)
 
     def forward(self, x):

@@ -55,13 +55,15 @@ def test_stack_bad_input(case, backend):
     ref, fast = _both(kind, backend, **kw)
     expected = _expected_exception(lambda: ref(x, hx))
     before = [p.detach().clone() for p in fast.parameters()]
-    hx_before = None if hx is None else [h.clone() for h in (hx if isinstance(hx, tuple) else (hx,))]
+    hx_before = None if hx is None else [h.clone()
+                                         for h in (hx if isinstance(hx, tuple) else (hx,))]
     with pytest.raises(expected) as info:
         fast(x, hx)
     assert str(info.value), "the message must say what to fix"
     assert all(torch.equal(a, b) for a, b in zip(before, fast.parameters()))
     if hx is not None:
-        assert all(torch.equal(a, b) for a, b in zip(hx_before, hx if isinstance(hx, tuple) else (hx,)))
+        assert all(torch.equal(a, b)
+                   for a, b in zip(hx_before, hx if isinstance(hx, tuple) else (hx,)))
 
 
 CELL_CASES = {

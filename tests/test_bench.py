@@ -158,8 +158,10 @@ def test_grid_is_every_combination():
 
 
 def test_default_providers_skip_reference_and_cpu_triton(monkeypatch):
-    monkeypatch.setattr(providers, "available_backends", lambda d, t: ["triton", "numba", "reference"])
-    assert providers.default_names("cpu", torch.float32) == ["torch", "torch-cell-loop", "fastrnn-numba"]
+    monkeypatch.setattr(providers, "available_backends",
+                        lambda d, t: ["triton", "numba", "reference"])
+    assert providers.default_names("cpu", torch.float32) == ["torch", "torch-cell-loop",
+                                                             "fastrnn-numba"]
     names = providers.default_names("cuda", torch.float32)
     assert "fastrnn-triton" in names and "fastrnn-reference" not in names
 
@@ -225,6 +227,7 @@ def test_erroring_providers_are_reported_and_the_run_continues(injected):
 
 def test_time_budget_cuts_repeats_of_slow_cases():
     import time
+
     from fastrnn.bench import timing
     samples, errors = timing.interleaved({"slow": lambda: time.sleep(0.02)}, repeats=50, warmup=0,
                                          device="cpu", budget_s=0.01)
@@ -249,7 +252,8 @@ def test_json_markdown_and_plot_are_written(tmp_path, injected, capsys, monkeypa
     # A small GEMM keeps this test quick; the rate itself is tested above.
     real_gemm_rate = machine.gemm_rate
     monkeypatch.setattr(machine, "gemm_rate",
-                        lambda device, dtype: real_gemm_rate(device, dtype, n=128, min_seconds=0.02))
+                        lambda device, dtype: real_gemm_rate(device, dtype, n=128,
+                                                             min_seconds=0.02))
     out_json, out_png, out_md = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "r.md"
     code = cli.main(["--device", "cpu", "--kinds", "rnn,lstm", "--sizes", "4x2x3x5,3x1x2x2",
                      "--modes", "inference,training", "--repeats", "2", "--warmup", "0",

@@ -20,9 +20,12 @@ def _cases():
                 for batched in (True, False):
                     for with_state in (True, False):
                         for bias in (True, False):
-                            out.append(pytest.param(backend, dtype, name, kw, batched, with_state, bias,
-                                                    id=f"{backend}-{str(dtype)[6:]}-{name}-{kw.get('nonlinearity', '')}-"
-                                                       f"{'b' if batched else 'unb'}-{'hx' if with_state else 'nohx'}-{'bias' if bias else 'nobias'}"))
+                            out.append(pytest.param(
+                                backend, dtype, name, kw, batched, with_state, bias,
+                                id=f"{backend}-{str(dtype)[6:]}-{name}-"
+                                   f"{kw.get('nonlinearity', '')}-{'b' if batched else 'unb'}-"
+                                   f"{'hx' if with_state else 'nohx'}-"
+                                   f"{'bias' if bias else 'nobias'}"))
     return out
 
 
@@ -46,13 +49,16 @@ def test_cell_matches_torch(backend, dtype, name, kw, batched, with_state, bias)
         xi = x.to(dt).requires_grad_()
         hi = None
         if hx is not None:
-            hi = tuple(h.to(dt).requires_grad_() for h in hx) if name == "LSTMCell" else hx.to(dt).requires_grad_()
+            hi = (tuple(h.to(dt).requires_grad_() for h in hx) if name == "LSTMCell"
+                  else hx.to(dt).requires_grad_())
         out = module(xi, hi)
         outs = list(out) if isinstance(out, tuple) else [out]
         torch.manual_seed(2)
         loss = sum((o.double() * torch.randn(o.shape, dtype=torch.float64)).sum() for o in outs)
-        leaves = [xi] + (list(hi) if isinstance(hi, tuple) else ([hi] if hi is not None else [])) + list(module.parameters())
-        return [o.detach().double() for o in outs], [g.double() for g in torch.autograd.grad(loss, leaves)]
+        leaves = ([xi] + (list(hi) if isinstance(hi, tuple) else ([hi] if hi is not None else []))
+                  + list(module.parameters()))
+        return ([o.detach().double() for o in outs],
+                [g.double() for g in torch.autograd.grad(loss, leaves)])
 
     ev, eg = run(ref, torch.float64)
     av, ag = run(fast, dtype)

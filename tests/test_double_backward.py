@@ -25,8 +25,8 @@ def _cases():
                 continue  # float64 covers the CPU backends; triton runs float32 only
             for kind, kw in (("lstm", {}), ("lstm", {"proj_size": 3}), ("gru", {}),
                              ("rnn", {"nonlinearity": "tanh"}), ("rnn", {"nonlinearity": "relu"})):
-                name = kind + ("-proj" if "proj_size" in kw else "") + ("-" + kw["nonlinearity"]
-                                                                        if "nonlinearity" in kw else "")
+                name = (kind + ("-proj" if "proj_size" in kw else "")
+                        + ("-" + kw["nonlinearity"] if "nonlinearity" in kw else ""))
                 out.append(pytest.param(kind, kw, backend, dtype,
                                          id=f"{backend}-{name}-{str(dtype)[6:]}"))
     return out
@@ -68,7 +68,7 @@ def test_second_order_gradients_match_torch(kind, kw, backend, dtype, packed):
     for k, (a, t, e) in enumerate(zip(a2, t2, e2)):
         torch_err = ((t - e).abs() - rtol * e.abs()).max().item()
         torch.testing.assert_close(a, e, rtol=rtol, atol=max(atol, 2 * torch_err),
-                                   msg=lambda m: f"second-order gradients[{k}]: {m}")
+                                   msg=lambda m, k=k: f"second-order gradients[{k}]: {m}")
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -98,7 +98,8 @@ def _function_cases():
         for reverse in (False, True):
             for lengths in (None, [T, 2, 1]):
                 out.append(pytest.param(backend, reverse, lengths,
-                                        id=f"{backend}-{'rev' if reverse else 'fwd'}-{'ragged' if lengths else 'full'}"))
+                                        id=f"{backend}-{'rev' if reverse else 'fwd'}-"
+                                           f"{'ragged' if lengths else 'full'}"))
     return out
 
 

@@ -15,13 +15,17 @@ SHAPES = [(1, 64, 256), (3, 512, 2048), (64, 256, 1024), (128, 33, 7), (1600, 16
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_linear_matches_mm(M, K, N, dtype, gemm_family):
     torch.manual_seed(0)
-    a, w, b = torch.randn(M, K, dtype=dtype), torch.randn(N, K, dtype=dtype), torch.randn(N, dtype=dtype)
+    a, w, b = (torch.randn(M, K, dtype=dtype), torch.randn(N, K, dtype=dtype),
+               torch.randn(N, dtype=dtype))
     exact_a, exact_w, exact_b = a.double(), w.double(), b.double()
-    tol = dict(atol=1e-9, rtol=1e-9) if dtype == torch.float64 else dict(atol=2e-6 * K ** 0.5, rtol=2e-5)
+    tol = (dict(atol=1e-9, rtol=1e-9) if dtype == torch.float64
+           else dict(atol=2e-6 * K ** 0.5, rtol=2e-5))
     torch.testing.assert_close(gemm.linear(a, w).double(), exact_a @ exact_w.t(), **tol)
-    torch.testing.assert_close(gemm.linear(a, w, b).double(), torch.addmm(exact_b, exact_a, exact_w.t()), **tol)
+    torch.testing.assert_close(gemm.linear(a, w, b).double(),
+                               torch.addmm(exact_b, exact_a, exact_w.t()), **tol)
     # Non-contiguous operands (a transposed weight, as the backward pass passes it).
-    torch.testing.assert_close(gemm.linear(a, w.t().contiguous().t()).double(), exact_a @ exact_w.t(), **tol)
+    torch.testing.assert_close(gemm.linear(a, w.t().contiguous().t()).double(),
+                               exact_a @ exact_w.t(), **tol)
     repeated = gemm.RepeatedLinear(w, M)
     for _ in range(2):
         torch.testing.assert_close(repeated(a).double(), exact_a @ exact_w.t(), **tol)
@@ -50,7 +54,8 @@ def test_module_on_onednn_sized_layer_matches_torch(kind, tune):
     tune(numba_strategy="step")     # the per-step GEMM
     if gemm._OPS is not None and torch.backends.mkldnn.is_available():
         assert "oneDNN packed" in numba_backend.explain(kind, 3, B, H)
-    check_parity(kind, "numba", torch.float32, 16, H, 3, B, form="packed_unsorted", bidirectional=True)
+    check_parity(kind, "numba", torch.float32, 16, H, 3, B, form="packed_unsorted",
+                 bidirectional=True)
 
 
 # Shapes below and above 2^24 multiply-adds (Zen 5's onednn_weight_grads_min_macs), with each
@@ -70,7 +75,8 @@ def test_weight_grads_match_mm(M, N, Ks, dtype, bias, gemm_family):
               for k, K in enumerate(Ks)]
     grads, db = gemm.weight_grads(grad, inputs, bias)
     exact = grad.double()
-    tol = dict(atol=1e-9, rtol=1e-9) if dtype == torch.float64 else dict(atol=3e-6 * M ** 0.5, rtol=2e-5)
+    tol = (dict(atol=1e-9, rtol=1e-9) if dtype == torch.float64
+           else dict(atol=3e-6 * M ** 0.5, rtol=2e-5))
     assert len(grads) == len(inputs)
     for dw, a in zip(grads, inputs):
         assert dw.dtype == dtype and dw.layout == torch.strided and not dw.is_mkldnn
@@ -92,7 +98,8 @@ def test_weight_grads_take_onednn_from_the_measured_size(monkeypatch, gemm_famil
     gemm.weight_grads(torch.randn(400, 512), [torch.randn(400, 128)])       # 2^24.6 MACs
     assert calls == [1] * amd
     # Per input: the small one takes torch.mm, the bias comes from the first oneDNN product.
-    grads, db = gemm.weight_grads(torch.randn(400, 512), [torch.randn(400, 8), torch.randn(400, 128)], True)
+    grads, db = gemm.weight_grads(torch.randn(400, 512),
+                                  [torch.randn(400, 8), torch.randn(400, 128)], True)
     assert calls == [1, 1] * amd and db is not None
     gemm.weight_grads(torch.randn(6400, 2048), [torch.randn(6400, 512)])    # 2^32.6
     assert calls == [1, 1, 1] * amd

@@ -27,7 +27,9 @@ def _params():
             for lengths in LENGTHS:
                 for bias in (True, False):
                     out.append(pytest.param(backend, reverse, lengths, bias,
-                                            id=f"{backend}-{'rev' if reverse else 'fwd'}-{lengths or 'full'}-{'bias' if bias else 'nobias'}"))
+                                            id=f"{backend}-{'rev' if reverse else 'fwd'}-"
+                                               f"{lengths or 'full'}-"
+                                               f"{'bias' if bias else 'nobias'}"))
     return out
 
 
@@ -41,7 +43,8 @@ def test_lstm_gradcheck(backend, reverse, lengths, bias, proj):
     args += [_t(4 * H), _t(4 * H)] if bias else [None, None]
     args += [_t(P, H, scale=0.5)] if proj else [None]
     ln = _lengths(lengths)
-    assert torch.autograd.gradcheck(lambda *a: LSTMFunction.apply(*a, ln, reverse, mod), tuple(args))
+    assert torch.autograd.gradcheck(lambda *a: LSTMFunction.apply(*a, ln, reverse, mod),
+                                    tuple(args))
 
 
 @pytest.mark.parametrize("backend, reverse, lengths, bias", _params())

@@ -160,7 +160,8 @@ def test_functional_under_trace():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(
-            lambda x, h: functional.gru(x, h, gru._flat_weights, backend="numba")[0], (_input("GRU", {}), h0))
+            lambda x, h: functional.gru(x, h, gru._flat_weights, backend="numba")[0],
+            (_input("GRU", {}), h0))
     x2 = 3 * torch.randn(T, B, I)
     torch.testing.assert_close(traced(x2, h0), gru(x2, h0)[0])
 

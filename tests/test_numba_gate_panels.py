@@ -38,7 +38,8 @@ def test_gate_panels_are_the_pack_of_reordered_columns(dtype, K, blocks):
     H = blocks * L
     w = np.random.default_rng(1).standard_normal((4 * H, K)).astype(dtype)
     order = [g * H + p * L + j for p in range(blocks) for g in range(4) for j in range(L)]
-    np.testing.assert_array_equal(pack_gate_panels(w), pack_weight(np.ascontiguousarray(w[order].T)))
+    np.testing.assert_array_equal(pack_gate_panels(w),
+                                  pack_weight(np.ascontiguousarray(w[order].T)))
 
 
 def _forward(dtype, T, B, H, lengths, reverse, need_grad, panels, tune):
@@ -80,7 +81,7 @@ def test_cells_on_the_product_match_the_plain_loop(dtype, lengths_kind, reverse,
     tol = dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=2e-6, rtol=2e-6)
     for name, a, b in zip(["out", "h", "c", "gates", "cs"], got, want):
         assert not a.isnan().any(), name
-        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, b, **tol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

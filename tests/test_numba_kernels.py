@@ -133,7 +133,8 @@ def check(cell, case, reverse, dtype):
         got = actual[name]
         assert got.dtype == dtype, name
         assert got.shape == want.shape, name
-        torch.testing.assert_close(got.double(), want, **TOL[dtype], msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got.double(), want, **TOL[dtype],
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -182,7 +183,7 @@ def test_half_types_are_the_float32_computation_rounded(cell, dtype):
     for name in single:
         assert half[name].dtype == dtype, name
         torch.testing.assert_close(half[name], single[name].to(dtype), atol=0, rtol=0,
-                                   msg=lambda m: f"{name}: {m}")
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_no_grad_forward_matches_and_saves_nothing():
@@ -505,8 +506,13 @@ def test_packed_product_backwards_panels_are_the_same_to_the_bit(dtype):
     # column must come out exactly as in the forward order, with leftover one-vector panels and
     # single columns, k in chunks, into columns n0.. of a wider out, and matmul_packed_in leaves
     # the order alone where it prefetches.
-    from fastrnn.kernels.numba.linalg import (matmul_packed, matmul_packed_blocked, matmul_packed_in,
-                                              pack_weight, panel_width)
+    from fastrnn.kernels.numba.linalg import (
+        matmul_packed,
+        matmul_packed_blocked,
+        matmul_packed_in,
+        pack_weight,
+        panel_width,
+    )
     rng = np.random.default_rng(2)
     W = panel_width(dtype)
     for M in (1, 2, 3, 5, 8):
@@ -545,8 +551,13 @@ def test_packed_product_k_chunks(dtype, prefetch):
     # with and without prefetching the next chunk (a hint: the sums must not change, and 4-12
     # rows give the 4-row blocks each a share of the next chunk's lines). The default chunk is
     # Intel's (AMD CPUs take all of K in one, k_block_rows(None)).
-    from fastrnn.kernels.numba.linalg import (k_block_rows, matmul_packed,
-                                              matmul_packed_blocked, pack_weight, panel_width)
+    from fastrnn.kernels.numba.linalg import (
+        k_block_rows,
+        matmul_packed,
+        matmul_packed_blocked,
+        pack_weight,
+        panel_width,
+    )
     assert k_block_rows(None) > 1 << 31
     rng = np.random.default_rng(1)
     W = panel_width(dtype)
@@ -594,8 +605,7 @@ def test_packed_weights_and_scratch_start_on_a_cache_line():
     # 16 bytes past a cache line every 64-byte load spans two lines (10-20% slower). Every
     # packer and the launcher's scratch buffers start on a line, whatever numpy returns.
     from fastrnn.kernels.numba import simd
-    from fastrnn.kernels.numba.linalg import (pack_weight, pack_weight_concat_t,
-                                              pack_weight_slices)
+    from fastrnn.kernels.numba.linalg import pack_weight, pack_weight_concat_t, pack_weight_slices
     rng = np.random.default_rng(3)
     line = simd.ALIGN_BYTES
     for dtype in (np.float32, np.float64):
@@ -804,9 +814,8 @@ def test_layers_whose_weights_outgrow_l2_match_torch(kind, monkeypatch, tune):
     # A recurrent weight a little over linalg.STREAM_FROM_BYTES (one core's L2), so the product
     # prefetches the next chunk in its 4-row blocks, forward and backward: end to end against
     # torch.nn (outputs, states, every gradient), 9 rows split 4 + 5 over two threads.
-    from rnn_cases import check_parity
-
     from fastrnn.kernels.numba.linalg import STREAM_FROM_BYTES
+    from rnn_cases import check_parity
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
     H = int((STREAM_FROM_BYTES / (gates * 4)) ** 0.5) + 3
     assert gates * H * H * 4 >= STREAM_FROM_BYTES

@@ -3,14 +3,13 @@ dropout, and half types on CPU."""
 
 import pytest
 import torch
-from torch import nn
 
-import fastrnn
 from rnn_cases import TOL, backends_for, check_parity, make_pair
 
 BACKENDS = backends_for("cpu", torch.float32)
 # Each backend in the most precise dtype it supports (triton has no float64).
-PRECISE = [pytest.param(b, torch.float64 if b in backends_for("cpu", torch.float64) else torch.float32, id=b)
+PRECISE = [pytest.param(b, torch.float64 if b in backends_for("cpu", torch.float64)
+                        else torch.float32, id=b)
            for b in BACKENDS]
 KINDS = [("lstm", {}), ("lstm", {"proj_size": 2}), ("gru", {}), ("rnn", {"nonlinearity": "relu"})]
 KIND_IDS = ["lstm", "lstm_proj", "gru", "rnn_relu"]
@@ -19,7 +18,8 @@ KIND_IDS = ["lstm", "lstm_proj", "gru", "rnn_relu"]
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind, kw", KINDS, ids=KIND_IDS)
 def test_empty_batch(backend, kind, kw):
-    ref, fast = make_pair(kind, 4, 5, backend, torch.float32, num_layers=2, bidirectional=True, **kw)
+    ref, fast = make_pair(kind, 4, 5, backend, torch.float32, num_layers=2, bidirectional=True,
+                          **kw)
     x = torch.randn(3, 0, 4, requires_grad=True)
     out, hidden = fast(x)
     expected, _ = ref(x.detach().double())
@@ -95,7 +95,8 @@ def test_noncontiguous_weights(backend, dtype):
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_dropout_between_layers_in_training_only(backend, dtype, kind):
     # dropout=1 zeroes the second layer's input, deterministically: exact parity with torch.
-    check_parity(kind, backend, dtype, 3, 5, 4, 2, num_layers=3, dropout=1.0)  # modules start in training mode
+    # Modules start in training mode.
+    check_parity(kind, backend, dtype, 3, 5, 4, 2, num_layers=3, dropout=1.0)
     torch.manual_seed(0)
     ref, fast = make_pair(kind, 3, 5, backend, dtype, num_layers=2, dropout=0.5)
     x = torch.randn(4, 2, 3, dtype=torch.float64)

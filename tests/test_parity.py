@@ -50,8 +50,10 @@ def _cases():
                             continue
                         cases.append(pytest.param(
                             backend, dtype, name, kind_kw, form, hx_given, opts, size,
-                            id=f"{backend}-{str(dtype)[6:]}-{name}-{form}-{'hx' if hx_given else 'nohx'}-"
-                               f"{'-'.join(f'{a}{b}' for a, b in opts.items()) or 'plain'}-{'x'.join(map(str, size))}"))
+                            id=f"{backend}-{str(dtype)[6:]}-{name}-{form}-"
+                               f"{'hx' if hx_given else 'nohx'}-"
+                               f"{'-'.join(f'{a}{b}' for a, b in opts.items()) or 'plain'}-"
+                               f"{'x'.join(map(str, size))}"))
     return cases
 
 

@@ -25,10 +25,11 @@ pytestmark = [
 
 triton = pytest.importorskip("triton")
 
-import fastrnn.reference as ref  # noqa: E402
-import fastrnn.kernels.triton as tk  # noqa: E402
-from fastrnn.steps import active_mask, previous_states  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+
+import fastrnn.kernels.triton as tk  # noqa: E402
+import fastrnn.reference as ref  # noqa: E402
+from fastrnn.steps import active_mask, previous_states  # noqa: E402
 
 ATOL, RTOL = 3e-5, 2e-4
 DEV = "cuda"
@@ -68,7 +69,8 @@ def strategies_for(kind, H, P, proj):
 
 
 def backend_run(backend, kind, case, reverse, dtype):
-    c = {k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in case.items()}
+    c = {k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v)
+         for k, v in case.items()}
     if kind == "lstm":
         out, h_n, c_n, saved = backend.lstm_forward(c["xg"], c["w_hh"], c["w_hr"], c["h0"], c["c0"],
                                                     c["lengths"], reverse, True)
@@ -76,12 +78,14 @@ def backend_run(backend, kind, case, reverse, dtype):
                                     c["w_hr"], c["h0"], c["c0"], out, c["lengths"], reverse)
         return (out, h_n, c_n) + tuple(bwd)
     if kind == "gru":
-        out, h_n, saved = backend.gru_forward(c["xg"], c["w_hh"], c["b_hn"], c["h0"], c["lengths"], reverse, True)
-        bwd = backend.gru_backward(c["grad_out"], c["grad_hn"], saved, c["w_hh"], c["b_hn"], c["h0"],
-                                   out, c["lengths"], reverse)
+        out, h_n, saved = backend.gru_forward(c["xg"], c["w_hh"], c["b_hn"], c["h0"],
+                                              c["lengths"], reverse, True)
+        bwd = backend.gru_backward(c["grad_out"], c["grad_hn"], saved, c["w_hh"], c["b_hn"],
+                                   c["h0"], out, c["lengths"], reverse)
         return (out, h_n) + tuple(bwd)
     nl = kind.split("_")[1]
-    out, h_n, saved = backend.rnn_forward(c["xg"], c["w_hh"], c["h0"], c["lengths"], reverse, nl, True)
+    out, h_n, saved = backend.rnn_forward(c["xg"], c["w_hh"], c["h0"], c["lengths"], reverse, nl,
+                                          True)
     bwd = backend.rnn_backward(c["grad_out"], c["grad_hn"], saved, c["w_hh"], c["h0"], out,
                                c["lengths"], reverse, nl)
     return (out, h_n) + tuple(bwd)
@@ -89,12 +93,14 @@ def backend_run(backend, kind, case, reverse, dtype):
 
 def backend_case(kind, opt, T, B, H, P, varlen, seed):
     g = torch.Generator(device=DEV).manual_seed(seed)
-    rnd = lambda *s, scale=1.0: torch.randn(*s, generator=g, device=DEV, dtype=torch.float64) * scale  # noqa: E731
+    rnd = lambda *s, scale=1.0: torch.randn(*s, generator=g, device=DEV,  # noqa: E731
+                                            dtype=torch.float64) * scale
     # Recurrent weights uniform in +-1.5/sqrt(fan-in), as tests/rnn_cases.py: spectral radius
     # below 1, so states stay O(1) as the tolerances assume. (Gaussian weights of that scale
     # have radius ~1.5: a relu RNN then grows to 1e4 in 30 steps, where float32 itself misses
     # 2e-4 relative on cancelling elements.)
-    unif = lambda *s, fan_in: (torch.rand(*s, generator=g, device=DEV, dtype=torch.float64) * 2 - 1) * (1.5 / fan_in ** 0.5)  # noqa: E731
+    unif = lambda *s, fan_in: (torch.rand(*s, generator=g, device=DEV,  # noqa: E731
+                                          dtype=torch.float64) * 2 - 1) * (1.5 / fan_in ** 0.5)
     proj = opt == "proj"
     P = P if proj else H
     G = GATES[kind]
@@ -128,7 +134,7 @@ def test_backend_float32_vs_reference(cell, size, reverse, varlen):
                 continue
             assert a.dtype == torch.float32 and a.shape == b.shape
             torch.testing.assert_close(a.double(), b, atol=ATOL, rtol=RTOL,
-                                       msg=lambda m: f"{strategy} return #{i}: {m}")
+                                       msg=lambda m, s=strategy, i=i: f"{s} return #{i}: {m}")
         mask = active_mask(case["lengths"], T, DEV)
         if mask is not None:
             assert (got[0][~mask.expand_as(got[0])] == 0).all()
@@ -151,7 +157,8 @@ class _TritonLayer(torch.autograd.Function):
         b_hn = None
         if b_ih is not None:
             if kind == "gru":
-                xg = xg + b_ih.float() + torch.cat([b_hh[:2 * H].float(), b_hh.new_zeros(H, dtype=torch.float32)])
+                xg = xg + b_ih.float() + torch.cat([b_hh[:2 * H].float(),
+                                                    b_hh.new_zeros(H, dtype=torch.float32)])
                 b_hn = b_hh[2 * H:].contiguous()
             else:
                 xg = xg + b_ih.float() + b_hh.float()
@@ -163,7 +170,8 @@ class _TritonLayer(torch.autograd.Function):
             out, h_n, saved = tk.gru_forward(xg, w_hh, b_hn, h0, lengths, reverse, True)
         else:
             out, h_n, saved = tk.rnn_forward(xg, w_hh, h0, lengths, reverse, kind[4:], True)
-        ctx.kind, ctx.reverse, ctx.lengths, ctx.b_hn, ctx.has_bias = kind, reverse, lengths, b_hn, b_ih is not None
+        ctx.kind, ctx.reverse, ctx.lengths, ctx.b_hn, ctx.has_bias = (kind, reverse, lengths, b_hn,
+                                                                      b_ih is not None)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, out, *saved)
         return (out, h_n, c_n) if kind == "lstm" else (out, h_n)
 
@@ -198,9 +206,11 @@ class _TritonLayer(torch.autograd.Function):
 def triton_bidirectional(module, kind, x, h0, c0, lengths):
     outs, hns, cns = [], [], []
     for d, sfx in enumerate(["", "_reverse"]):
-        p = lambda n: getattr(module, f"{n}_l0{sfx}", None)  # noqa: E731
-        res = _TritonLayer.apply(kind, bool(d), lengths, x, h0[d], c0[d] if c0 is not None else None,
-                                 p("weight_ih"), p("weight_hh"), p("bias_ih"), p("bias_hh"), p("weight_hr"))
+        p = lambda n, sfx=sfx: getattr(module, f"{n}_l0{sfx}", None)  # noqa: E731
+        res = _TritonLayer.apply(kind, bool(d), lengths, x, h0[d],
+                                 c0[d] if c0 is not None else None,
+                                 p("weight_ih"), p("weight_hh"), p("bias_ih"), p("bias_hh"),
+                                 p("weight_hr"))
         outs.append(res[0])
         hns.append(res[1])
         if kind == "lstm":
@@ -280,8 +290,8 @@ def test_end_to_end_vs_torch_nn(cell, dtype, size, strategy, varlen):
         lengths[B // 2] = T
 
     cpu64 = lambda t: None if t is None else t.double()  # noqa: E731
-    truth = values_and_grads(torch_bidirectional, truth_module, kind, cpu64(x), cpu64(h0), cpu64(c0),
-                             lengths, [u.double() for u in upstream])
+    truth = values_and_grads(torch_bidirectional, truth_module, kind, cpu64(x), cpu64(h0),
+                             cpu64(c0), lengths, [u.double() for u in upstream])
     cu = lambda t: None if t is None else t.to(DEV)  # noqa: E731
     up_cu = [u.to(DEV) for u in upstream]
     theirs = run_torch_nn(module, kind, cu(x), cu(h0), cu(c0), lengths, up_cu)
@@ -293,11 +303,13 @@ def test_end_to_end_vs_torch_nn(cell, dtype, size, strategy, varlen):
         got = ours[name]
         assert got.shape == want.shape, name
         if dtype == torch.float32:
-            torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL, msg=lambda m: f"{name}: {m}")
+            torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL,
+                                       msg=lambda m, name=name: f"{name}: {m}")
         else:
             our_err = (got - want).abs().max().item()
             torch_err = (theirs[name] - want).abs().max().item()
-            assert our_err <= 2 * torch_err, f"{name}: error {our_err:.3g} > 2 x torch.nn's {torch_err:.3g}"
+            assert our_err <= 2 * torch_err, (f"{name}: error {our_err:.3g} > "
+                                              f"2 x torch.nn's {torch_err:.3g}")
 
 
 def test_explain_on_gpu():
@@ -308,9 +320,10 @@ def test_explain_on_gpu():
 
 # ------------------------------------------------------- fastrnn's modules on CUDA, both ways
 
+from torch.nn.utils.rnn import pack_sequence  # noqa: E402
+
 import fastrnn  # noqa: E402
 import fastrnn.functional as fF  # noqa: E402
-from torch.nn.utils.rnn import pack_sequence  # noqa: E402
 
 MODULE_CASES = [("LSTM", {}), ("LSTM", {"proj_size": 8}), ("GRU", {}), ("GRU", {"bias": False}),
                 ("RNN", {"nonlinearity": "tanh"}), ("RNN", {"nonlinearity": "relu"})]

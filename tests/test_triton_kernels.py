@@ -19,8 +19,8 @@ import torch
 
 pytest.importorskip("triton")
 
-import fastrnn.reference as ref  # noqa: E402
 import fastrnn.kernels.triton as tk  # noqa: E402
+import fastrnn.reference as ref  # noqa: E402
 from fastrnn.steps import active_mask  # noqa: E402
 
 if os.environ.get("TRITON_INTERPRET") != "1" or not tk.supports("cpu", torch.float32):
@@ -95,7 +95,8 @@ def check(cell, opt, case, reverse, dtype=torch.float32, atol=ATOL, rtol=RTOL, *
             assert got is None, name
             continue
         assert got.dtype == dtype and got.shape == want.shape, name
-        torch.testing.assert_close(got.double(), want, atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got.double(), want, atol=atol, rtol=rtol,
+                                   msg=lambda m, name=name: f"{name}: {m}")
     # A dead step writes exact zeros to the output.
     T, B = case["xg"].shape[:2]
     mask = active_mask(case["lengths"], T, "cpu")
@@ -135,7 +136,7 @@ def test_persistent_multi_program(cell, reverse):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 1, 5), (1, 3, 1), (4, 2, 8)],
-                         ids=lambda s: "T%dB%dH%d" % s)
+                         ids=lambda s: "T{}B{}H{}".format(*s))
 @pytest.mark.parametrize("cell", CELLS, ids=cell_id)
 def test_odd_sizes(cell, shape, strategy):
     T, B, H = shape
@@ -155,12 +156,14 @@ def test_empty(cell, TB, strategy):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("cell", [("lstm", None), ("lstm", "proj"), ("gru", "bhn"), ("rnn", "relu")],
+@pytest.mark.parametrize("cell", [("lstm", None), ("lstm", "proj"), ("gru", "bhn"),
+                                  ("rnn", "relu")],
                          ids=cell_id)
 def test_no_grad_forward(cell, strategy):
     # need_grad=False skips the saved tensors (the projection then uses a one-step buffer).
     case = make_case(*cell, T=3, B=2, H=5, lengths=[3, 2], seed=5)
-    c32 = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in case.items()}
+    c32 = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
+           for k, v in case.items()}
     with tk.options(strategy=strategy, poison=True):
         if cell[0] == "lstm":
             got = tk.lstm_forward(c32["xg"], c32["w_hh"], c32["w_hr"], c32["h0"], c32["c0"],
@@ -168,11 +171,15 @@ def test_no_grad_forward(cell, strategy):
             want = ref.lstm_forward(case["xg"], case["w_hh"], case["w_hr"], case["h0"], case["c0"],
                                     case["lengths"], False, False)
         elif cell[0] == "gru":
-            got = tk.gru_forward(c32["xg"], c32["w_hh"], c32["b_hn"], c32["h0"], c32["lengths"], False, False)
-            want = ref.gru_forward(case["xg"], case["w_hh"], case["b_hn"], case["h0"], case["lengths"], False, False)
+            got = tk.gru_forward(c32["xg"], c32["w_hh"], c32["b_hn"], c32["h0"], c32["lengths"],
+                                 False, False)
+            want = ref.gru_forward(case["xg"], case["w_hh"], case["b_hn"], case["h0"],
+                                   case["lengths"], False, False)
         else:
-            got = tk.rnn_forward(c32["xg"], c32["w_hh"], c32["h0"], c32["lengths"], False, "relu", False)
-            want = ref.rnn_forward(case["xg"], case["w_hh"], case["h0"], case["lengths"], False, "relu", False)
+            got = tk.rnn_forward(c32["xg"], c32["w_hh"], c32["h0"], c32["lengths"], False, "relu",
+                                 False)
+            want = ref.rnn_forward(case["xg"], case["w_hh"], case["h0"], case["lengths"], False,
+                                   "relu", False)
     assert got[-1] == ()
     for g, w in zip(got[:-1], want[:-1]):
         torch.testing.assert_close(g.double(), w, atol=ATOL, rtol=RTOL)
@@ -198,13 +205,15 @@ def test_float32_xg_with_half_state(strategy):
     # Beyond the interface: xg may stay float32 for a bfloat16 layer; outputs take h0's dtype.
     eps = torch.finfo(torch.bfloat16).eps
     case = make_case("gru", "bhn", T=3, B=2, H=5, lengths=[2, 3], seed=4)
-    case = {k: (v.to(torch.bfloat16).double() if torch.is_tensor(v) and v.is_floating_point() and k != "xg" else v)
+    case = {k: (v.to(torch.bfloat16).double()
+                if torch.is_tensor(v) and v.is_floating_point() and k != "xg" else v)
             for k, v in case.items()}
-    want = ref.gru_forward(case["xg"], case["w_hh"], case["b_hn"], case["h0"], case["lengths"], True, False)
+    want = ref.gru_forward(case["xg"], case["w_hh"], case["b_hn"], case["h0"], case["lengths"],
+                           True, False)
     bf = lambda t: t.to(torch.bfloat16)  # noqa: E731
     with tk.options(strategy=strategy, poison=True):
-        out, h_n, _ = tk.gru_forward(case["xg"].float(), bf(case["w_hh"]), bf(case["b_hn"]), bf(case["h0"]),
-                                     case["lengths"], True, False)
+        out, h_n, _ = tk.gru_forward(case["xg"].float(), bf(case["w_hh"]), bf(case["b_hn"]),
+                                     bf(case["h0"]), case["lengths"], True, False)
     assert out.dtype == h_n.dtype == torch.bfloat16
     torch.testing.assert_close(out.double(), want[0], atol=2 * eps, rtol=2 * eps)
     torch.testing.assert_close(h_n.double(), want[1], atol=2 * eps, rtol=2 * eps)
@@ -263,7 +272,8 @@ def test_import_without_triton():
         assert not tk.supports("cpu", torch.float32)
         assert "not used" in tk.explain("lstm", 1, 1, 4, device="cpu")
         try:
-            tk.gru_forward(torch.zeros(1, 1, 3), torch.zeros(3, 1), None, torch.zeros(1, 1), None, False, False)
+            tk.gru_forward(torch.zeros(1, 1, 3), torch.zeros(3, 1), None, torch.zeros(1, 1), None,
+                           False, False)
         except RuntimeError as e:
             print("MSG", e)
         """

@@ -56,9 +56,11 @@ def compare(results, expected, dtype, device):
         if want is None:  # nothing to compare (the input gradient in inference mode)
             continue
         if got is not None and tuple(got.shape) != tuple(want.shape):
-            return float("inf"), tol, f"{name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+            return float("inf"), tol, (f"{name} has shape {tuple(got.shape)}, "
+                                       f"expected {tuple(want.shape)}")
         err = relative_error(got, want)
         worst = max(worst, err)
         if not err <= tol and message is None:
-            message = f"{name} differs from torch.nn: relative error {err:.3g} > tolerance {tol:.0e}"
+            message = (f"{name} differs from torch.nn: relative error {err:.3g} > "
+                       f"tolerance {tol:.0e}")
     return worst, tol, message

@@ -37,7 +37,8 @@ def _list_of(parse, what):
     def convert(text):
         items = [t.strip() for t in text.split(",") if t.strip()]
         if not items:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, "
+                                             f"got {text!r}")
         try:
             return [parse(t) for t in items]
         except ValueError as exc:
@@ -63,7 +64,8 @@ def _device(text):
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"invalid device {text!r}; use cpu, cuda or cuda:N") from None
+        raise argparse.ArgumentTypeError(f"invalid device {text!r}; "
+                                         "use cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
         raise argparse.ArgumentTypeError(f"device {text!r}: only cpu and cuda are supported")
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -200,18 +202,21 @@ def main(argv=None):
         log(f"providers ({d}): {', '.join(names)}")
     meta["settings"] = {"kinds": ",".join(settings["kinds"]),
                         "sizes": ",".join(str(s) for s in settings["sizes"]),
-                        "dtypes": ",".join(settings["dtypes"]), "modes": ",".join(settings["modes"]),
+                        "dtypes": ",".join(settings["dtypes"]),
+                        "modes": ",".join(settings["modes"]),
                         "repeats": settings["repeats"], "warmup": settings["warmup"],
                         "max_seconds": settings["max_seconds"],
                         "quick": bool(args.quick)}
 
-    cases = grid.make_grid(settings["kinds"], settings["sizes"], settings["dtypes"], settings["modes"])
+    cases = grid.make_grid(settings["kinds"], settings["sizes"], settings["dtypes"],
+                           settings["modes"])
     rows = []
     started = time.perf_counter()
     for index, case in enumerate(cases):
         t0 = time.perf_counter()
         case_rows = runner.run_case(case, names_by_dtype[case.dtype], device,
-                                    settings["repeats"], settings["warmup"], settings["max_seconds"])
+                                    settings["repeats"], settings["warmup"],
+                                    settings["max_seconds"])
         _progress(index, len(cases), case, case_rows, time.perf_counter() - t0)
         rows.extend(case_rows)
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)

@@ -59,11 +59,13 @@ def parse_size(text):
     """"100x16x128x128" -> Size(100, 16, 128, 128); ValueError says what is wrong."""
     parts = text.strip().lower().split("x")
     if len(parts) != 4:
-        raise ValueError(f"size {text!r} must be TxBxIxH, four positive integers such as 100x16x128x128")
+        raise ValueError(f"size {text!r} must be TxBxIxH, four positive integers "
+                         "such as 100x16x128x128")
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise ValueError(f"size {text!r} must be TxBxIxH, four positive integers such as 100x16x128x128") from None
+        raise ValueError(f"size {text!r} must be TxBxIxH, four positive integers "
+                         "such as 100x16x128x128") from None
     if any(v < 1 for v in values):
         raise ValueError(f"size {text!r}: T, B, I and H must all be >= 1")
     return Size(*values)

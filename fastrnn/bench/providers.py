@@ -109,7 +109,8 @@ class FastrnnProvider(Provider):
         self.name = PREFIX + backend
 
     def supports(self, device, dtype):
-        return self.backend in ("auto", "torch") or self.backend in available_backends(device, dtype)
+        return (self.backend in ("auto", "torch")
+                or self.backend in available_backends(device, dtype))
 
     def build(self, kind, reference):
         extra = {"nonlinearity": reference.nonlinearity} if kind == "rnn" else {}

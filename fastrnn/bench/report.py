@@ -71,10 +71,14 @@ def format_text(rows, strategy_width=48):
 
 def describe_machine(meta):
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
-    hw = meta.get("gpu") or f"{meta['cpu']} ({meta['cpu_cores']} cores, torch threads {meta['torch_threads']})"
-    gemm = ", ".join(f"{dtype} {rate:.1f} GFLOP/s" for dtype, rate in meta.get("gemm_gflops", {}).items())
+    hw = meta.get("gpu") or (f"{meta['cpu']} ({meta['cpu_cores']} cores, "
+                             f"torch threads {meta['torch_threads']})")
+    gemm = ", ".join(f"{dtype} {rate:.1f} GFLOP/s"
+                     for dtype, rate in meta.get("gemm_gflops", {}).items())
     lines = [f"machine: {hw}", f"device: {meta['device']}", f"versions: {versions}",
-             f"date: {meta['date']}", f"measured GEMM rate (best large product, see fastrnn/bench/machine.py): {gemm or 'not measured'}"]
+             f"date: {meta['date']}",
+             "measured GEMM rate (best large product, see fastrnn/bench/machine.py): "
+             f"{gemm or 'not measured'}"]
     if meta.get("load_average"):
         load = f"load average (1/5/15 min) at start: {meta['load_average']}"
         if meta.get("load_average_end"):
@@ -91,7 +95,8 @@ def format_markdown(meta, rows, title="fastrnn benchmark"):
         lines.append("- settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     lines += ["", "Median of interleaved repeats after warm-up; `vs torch` is torch.nn's median "
               "divided by the provider's (higher is faster); `% GEMM` is GFLOP/s over the "
-              "measured GEMM rate (best large product: torch.mm, and on CPU also oneDNN). FLOPs: 2*B*(I+H)*G*H per step, training counted as 3x "
+              "measured GEMM rate (best large product: torch.mm, and on CPU also oneDNN). "
+              "FLOPs: 2*B*(I+H)*G*H per step, training counted as 3x "
               "forward.", ""]
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "|".join("---" for _ in HEADERS) + "|")
@@ -131,7 +136,6 @@ def write_plot(path, rows, title=None):
     import matplotlib
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import FuncFormatter
 
     panels = list(dict.fromkeys((r["kind"], r["mode"]) for r in rows))  # in run order
@@ -159,7 +163,8 @@ def write_plot(path, rows, title=None):
             for label in sizes:
                 match = [r for r in sub if r["provider"] == provider and r["dtype"] == dtype
                          and f"{r['T']}x{r['B']}x{r['I']}x{r['H']}" == label]
-                values.append(match[0]["speedup"] if match and match[0].get("speedup") else float("nan"))
+                values.append(match[0]["speedup"] if match and match[0].get("speedup")
+                              else float("nan"))
             name = provider if len(dtypes) == 1 else f"{provider} ({dtype})"
             ax.bar([i + (k - (len(series) - 1) / 2) * width for i in range(len(sizes))], values,
                    width, label=name)

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from . import check, providers, timing
-from .grid import GATES
 
 _TORCH_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 SEED = 0

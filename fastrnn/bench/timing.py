@@ -20,7 +20,6 @@ import time
 import numpy as np
 import torch
 
-
 SAMPLE_S = 0.005
 
 

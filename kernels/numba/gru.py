@@ -8,8 +8,14 @@ from numba import njit
 from . import simd
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import (add_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
-                     state_gradient_columns)
+from .linalg import (
+    add_live_rows,
+    copy_row,
+    fill_row,
+    gate_columns,
+    matmul_packed,
+    state_gradient_columns,
+)
 from .simd import get, put
 from .team import barrier
 

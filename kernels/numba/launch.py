@@ -12,18 +12,41 @@ import torch
 from numba.core.errors import NumbaError
 
 from .. import gemm
-from ..tuning import current
 from ..gemm import RepeatedLinear, linear, packs
+from ..tuning import current
 from . import pool, simd, team, threaded
-from .gru import (gru_backward_recurrence, gru_backward_step, gru_forward_recurrence,
-                  gru_forward_step)
-from .linalg import (add_live_rows, copy_live_rows, pack_gate_panels, pack_weight,
-                     pack_weight_concat_t, pack_weight_slices, panel_width)
-from .lstm import (lstm_backward_dht, lstm_backward_recurrence, lstm_backward_step,
-                   lstm_forward_cells, lstm_forward_fused, lstm_forward_recurrence,
-                   lstm_forward_step, lstm_project_step)
-from .rnn import (rnn_backward_recurrence, rnn_backward_step, rnn_forward_fused,
-                  rnn_forward_recurrence, rnn_forward_step)
+from .gru import (
+    gru_backward_recurrence,
+    gru_backward_step,
+    gru_forward_recurrence,
+    gru_forward_step,
+)
+from .linalg import (
+    add_live_rows,
+    copy_live_rows,
+    pack_gate_panels,
+    pack_weight,
+    pack_weight_concat_t,
+    pack_weight_slices,
+    panel_width,
+)
+from .lstm import (
+    lstm_backward_dht,
+    lstm_backward_recurrence,
+    lstm_backward_step,
+    lstm_forward_cells,
+    lstm_forward_fused,
+    lstm_forward_recurrence,
+    lstm_forward_step,
+    lstm_project_step,
+)
+from .rnn import (
+    rnn_backward_recurrence,
+    rnn_backward_step,
+    rnn_forward_fused,
+    rnn_forward_recurrence,
+    rnn_forward_step,
+)
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -553,7 +576,8 @@ def lstm_backward(grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, le
     dw_hr = None
     if proj:
         # One GEMM over all steps instead of T small ones; dead steps have dht = 0.
-        dw_hr = _out(weight_grads(dht_all.reshape(T * B, P), [saved[2].reshape(T * B, H)])[0][0], dtype)
+        dw_hr = _out(weight_grads(dht_all.reshape(T * B, P), [saved[2].reshape(T * B, H)])[0][0],
+                     dtype)
     return _out(dgates, dtype), _out(dh, dtype), _out(dc, dtype), dw_hr
 
 

@@ -15,12 +15,20 @@ from numba import njit
 from . import simd
 from .activations import sigmoid, tanh
 from .config import JIT
-from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, gate_panel_1,
-                     gate_panel_2, matmul_packed, matmul_packed_in, stage_step_inputs,
-                     state_gradient_columns)
+from .linalg import (
+    copy_live_rows,
+    copy_row,
+    fill_row,
+    gate_columns,
+    gate_panel_1,
+    gate_panel_2,
+    matmul_packed,
+    matmul_packed_in,
+    stage_step_inputs,
+    state_gradient_columns,
+)
 from .simd import get, put
 from .team import barrier
-
 
 # Pointwise loops live in small per-row functions (1-D rows in, no batch index; see linalg.py),
 # each a vector body and a scalar tail over one per-unit function: `like` (a vector or a
@@ -346,8 +354,8 @@ def lstm_backward_step(t, reverse, grad_out, dh, dc, dhp, gates, cs, c0, lengths
 
 
 @njit(**JIT)
-def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh_p, w_hr_p, lengths, reverse, proj,
-                             dgates, dht_all, dhp, dh_new, lo, hi):
+def lstm_backward_recurrence(grad_out, dh, dc, gates, cs, c0, w_hh_p, w_hr_p, lengths, reverse,
+                             proj, dgates, dht_all, dhp, dh_new, lo, hi):
     """All T steps of rows lo..hi-1, in the opposite order to forward. dh (B, P), dc (B, H)
     hold grad_hn, grad_cn and become dh0, dc0. w_hh_p, w_hr_p: W_hh (4H, P) and W_hr (P, H)
     packed by linalg.pack_weight. With proj, dht_all

@@ -8,8 +8,15 @@ from numba import njit
 from . import simd
 from .activations import tanh
 from .config import JIT
-from .linalg import (copy_live_rows, copy_row, fill_row, gate_columns, matmul_packed,
-                     stage_step_inputs, state_gradient_columns)
+from .linalg import (
+    copy_live_rows,
+    copy_row,
+    fill_row,
+    gate_columns,
+    matmul_packed,
+    stage_step_inputs,
+    state_gradient_columns,
+)
 from .simd import get, put, where_greater, where_less
 from .team import barrier
 
@@ -163,7 +170,6 @@ def rnn_backward_columns(data, tid, size, grad_out, dh, hs, w_parts, jb, lengths
     """rnn_backward_recurrence with the hidden units split as in rnn_forward_columns.
     w_parts: W_hh packed by linalg.pack_weight_slices(W_hh, False, 1, jb)."""
     T, B = hs.shape[0], hs.shape[1]
-    H = hs.shape[2]
     zero = hs.dtype.type(0)
     for s in range(T):
         t = s if reverse else T - 1 - s

@@ -269,7 +269,7 @@ def _runtime_candidates():
     return seen
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _runtime():
     """The OpenMP runtime torch runs on (a ctypes library), or None (then every call is serial)."""
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
@@ -277,7 +277,8 @@ def _runtime():
     for path in _runtime_candidates():
         try:
             lib = ctypes.CDLL(path)
-            lib.GOMP_parallel, lib.omp_get_num_threads, lib.omp_get_thread_num
+            # Each lookup raises AttributeError where the library lacks the symbol.
+            _ = lib.GOMP_parallel, lib.omp_get_num_threads, lib.omp_get_thread_num
         except (OSError, AttributeError):
             continue
         lib.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
@@ -292,7 +293,7 @@ def _gomp_parallel():
     return None if lib is None else lib.GOMP_parallel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _omp_team_functions():
     """Addresses of omp_get_num_threads and omp_get_thread_num (0, 0 without a runtime: calls
     then run in the caller's thread and never ask)."""

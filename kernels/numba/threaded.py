@@ -13,17 +13,49 @@ import functools
 import numpy as np
 from numba import cfunc, njit, types
 
-from .gru import (gru_backward_columns, gru_backward_recurrence, gru_backward_step,
-                  gru_forward_columns, gru_forward_recurrence, gru_forward_step)
+from .gru import (
+    gru_backward_columns,
+    gru_backward_recurrence,
+    gru_backward_step,
+    gru_forward_columns,
+    gru_forward_recurrence,
+    gru_forward_step,
+)
 from .linalg import matmul_packed_at, pack_slice
-from .lstm import (lstm_backward_columns, lstm_backward_recurrence, lstm_backward_step,
-                   lstm_forward_cells, lstm_forward_columns, lstm_forward_fused,
-                   lstm_forward_recurrence, lstm_forward_step)
-from .rnn import (rnn_backward_columns, rnn_backward_recurrence, rnn_backward_step,
-                  rnn_forward_columns, rnn_forward_fused, rnn_forward_recurrence,
-                  rnn_forward_step)
-from .team import (FIRST_ARG, array1_words, array2_words, array3_words, bounds_words, chunk_count,
-                   claim, flag_word, float64_words, int_word, team_size, thread_index, words)
+from .lstm import (
+    lstm_backward_columns,
+    lstm_backward_recurrence,
+    lstm_backward_step,
+    lstm_forward_cells,
+    lstm_forward_columns,
+    lstm_forward_fused,
+    lstm_forward_recurrence,
+    lstm_forward_step,
+)
+from .rnn import (
+    rnn_backward_columns,
+    rnn_backward_recurrence,
+    rnn_backward_step,
+    rnn_forward_columns,
+    rnn_forward_fused,
+    rnn_forward_recurrence,
+    rnn_forward_step,
+)
+from .team import (
+    FIRST_ARG,
+    array1_words,
+    array2_words,
+    array3_words,
+    bounds_words,
+    chunk_count,
+    claim,
+    flag_word,
+    float64_words,
+    int_word,
+    team_size,
+    thread_index,
+    words,
+)
 
 _SIGNATURE = types.void(types.voidptr)
 _CACHE = dict(cache=True)
@@ -615,7 +647,7 @@ def weight_grads_entry(data):
     _by_dtype(data, _weight_grads)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled(entry):
     """The cfunc of a module-level entry above (compiled, or loaded from Numba's cache, once)."""
     return cfunc(_SIGNATURE, **_CACHE)(entry)

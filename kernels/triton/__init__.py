@@ -96,7 +96,8 @@ def unsupported_reason(device, dtype):
         return "The triton backend runs float32, float16 and bfloat16 only."
     if device.type == "cpu":
         return ("On CPU the triton kernels need the Triton interpreter: set TRITON_INTERPRET=1 "
-                "before triton is imported (before importing fastrnn), or move the tensors to CUDA.")
+                "before triton is imported (before importing fastrnn), "
+                "or move the tensors to CUDA.")
     if device.type == "cuda":
         return "CUDA is not available to torch."
     return f"The triton backend runs on CUDA (or CPU via the interpreter), not {device.type}."
@@ -141,8 +142,9 @@ def explain(kind, T, B, H, P=None, dtype=torch.float32, device="cuda", I=None):
 
     ``kind``: "lstm" | "gru" | "rnn_tanh" | "rnn_relu" ("rnn" means tanh). ``P``: proj_size
     for an LSTM with projection (None or H: no projection). ``I`` (the input size) is accepted
-    for the benchmark's uniform call and does not change this backend's choice. Honours FASTRNN_TRITON_STRATEGY
-    and options(). Never raises for an unsupported device/dtype: it says so instead.
+    for the benchmark's uniform call and does not change this backend's choice. Honours
+    FASTRNN_TRITON_STRATEGY and options(). Never raises for an unsupported device/dtype: it says
+    so instead.
     """
     kind = {"rnn": "rnn_tanh"}.get(kind, kind)
     proj = kind == "lstm" and P is not None and P != H

@@ -69,7 +69,8 @@ def _pow2(n):
 def requested_strategy():
     name = _OPTIONS["strategy"] or os.environ.get(STRATEGY_ENV) or "auto"
     if name not in STRATEGIES:
-        raise ValueError(f"{STRATEGY_ENV}={name!r} is not a triton strategy; valid: {', '.join(STRATEGIES)}")
+        raise ValueError(f"{STRATEGY_ENV}={name!r} is not a triton strategy; "
+                         f"valid: {', '.join(STRATEGIES)}")
     return name
 
 
@@ -109,7 +110,8 @@ def describe(cell, T, B, H, P, proj):
     if p["strategy"] == "persistent":
         return (f"persistent: 1 launch forward + 1 backward, {p['grid'][0]} program(s) of "
                 f"{p['block_b']} sequences each looping over T={T} steps, weights on chip "
-                f"({p['weight_elems']} fp32 in registers, {G} gate tiles {p['block_p']}x{p['block_h']}"
+                f"({p['weight_elems']} fp32 in registers, "
+                f"{G} gate tiles {p['block_p']}x{p['block_h']}"
                 f"{', + projection' if proj else ''}), num_warps={p['num_warps']}")
     per_step = 2 if proj else 1
     return (f"step: {per_step * T} launch(es) forward + {per_step * T + 1} backward, grid "
@@ -208,7 +210,8 @@ def backward(cell, grad_out, grad_hn, grad_cn, saved, w_hh, w_hr, h0, c0, out, l
     T = grad_out.shape[0] if grad_out is not None else out.shape[0]
     proj = w_hr is not None
     dev, dtype, f32 = h0.device, h0.dtype, torch.float32
-    grad_out = grad_out.contiguous() if grad_out is not None else torch.zeros(T, B, P, device=dev, dtype=dtype)
+    grad_out = (grad_out.contiguous() if grad_out is not None
+                else torch.zeros(T, B, P, device=dev, dtype=dtype))
     grad_hn = grad_hn if grad_hn is not None else torch.zeros(B, P, device=dev, dtype=dtype)
     if lstm and grad_cn is None:
         grad_cn = torch.zeros(B, H, device=dev, dtype=dtype)

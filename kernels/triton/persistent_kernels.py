@@ -69,7 +69,8 @@ def fwd_persistent_kernel(
     h = tl.load(h0_ptr + brow[:, None] * P + offs_p[None, :], mask=mbp, other=0.0).to(tl.float32)
     c = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
     if CELL == 0:
-        c = tl.load(c0_ptr + brow[:, None] * H + offs_j[None, :], mask=mbh, other=0.0).to(tl.float32)
+        c = tl.load(c0_ptr + brow[:, None] * H + offs_j[None, :], mask=mbh,
+                    other=0.0).to(tl.float32)
 
     for s in range(0, T):
         if REVERSE:
@@ -87,7 +88,8 @@ def fwd_persistent_kernel(
             i = sigmoid(mm(h, w0) + tl.load(xg_ptr + xidx, mask=mbh, other=0.0).to(tl.float32))
             f = sigmoid(mm(h, w1) + tl.load(xg_ptr + xidx + H, mask=mbh, other=0.0).to(tl.float32))
             g = tanh(mm(h, w2) + tl.load(xg_ptr + xidx + 2 * H, mask=mbh, other=0.0).to(tl.float32))
-            o = sigmoid(mm(h, w3) + tl.load(xg_ptr + xidx + 3 * H, mask=mbh, other=0.0).to(tl.float32))
+            o = sigmoid(mm(h, w3) + tl.load(xg_ptr + xidx + 3 * H, mask=mbh,
+                                            other=0.0).to(tl.float32))
             c_new = f * c + i * g
             hp = o * tanh(c_new)
             if SAVE:
@@ -126,7 +128,8 @@ def fwd_persistent_kernel(
 
     tl.store(hn_ptr + brow[:, None] * P + offs_p[None, :], h.to(hn_ptr.dtype.element_ty), mask=mbp)
     if CELL == 0:
-        tl.store(cn_ptr + brow[:, None] * H + offs_j[None, :], c.to(cn_ptr.dtype.element_ty), mask=mbh)
+        tl.store(cn_ptr + brow[:, None] * H + offs_j[None, :], c.to(cn_ptr.dtype.element_ty),
+                 mask=mbh)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -171,7 +174,8 @@ def bwd_persistent_kernel(
     dc = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
     if CELL == 0:
         dc = tl.load(gcn_ptr + sidx, mask=mbh, other=0.0).to(tl.float32)
-    init = tl.load(init_ptr + brow[:, None] * H + offs_j[None, :], mask=mbh, other=0.0).to(tl.float32)
+    init = tl.load(init_ptr + brow[:, None] * H + offs_j[None, :], mask=mbh,
+                   other=0.0).to(tl.float32)
 
     for s in range(0, T):
         # Backward walks the steps in the opposite order of the forward.
@@ -230,7 +234,8 @@ def bwd_persistent_kernel(
             z = tl.load(gates_ptr + gidx + H, mask=mbh, other=0.0)
             n = tl.load(gates_ptr + gidx + 2 * H, mask=mbh, other=0.0)
             hn = tl.load(aux_ptr + aidx, mask=mbh, other=0.0)
-            h_prev = tl.where(pvb, tl.load(out_ptr + pidx, mask=mbh & pvb, other=0.0).to(tl.float32), init)
+            h_prev = tl.where(pvb, tl.load(out_ptr + pidx, mask=mbh & pvb,
+                                           other=0.0).to(tl.float32), init)
             d_n = tl.where(live, dh_t * (1.0 - z) * (1.0 - n * n), 0.0)
             d_z = tl.where(live, dh_t * (h_prev - n) * z * (1.0 - z), 0.0)
             d_r = tl.where(live, d_n * hn * r * (1.0 - r), 0.0)
@@ -253,6 +258,7 @@ def bwd_persistent_kernel(
             dh_new = mm(d, w0)
         dh = tl.where(live, dh_new, dh)
 
-    tl.store(dh0_ptr + brow[:, None] * P + offs_p[None, :], dh.to(dh0_ptr.dtype.element_ty), mask=mbp)
+    tl.store(dh0_ptr + brow[:, None] * P + offs_p[None, :], dh.to(dh0_ptr.dtype.element_ty),
+             mask=mbp)
     if CELL == 0:
         tl.store(dc0_ptr + sidx, dc.to(dc0_ptr.dtype.element_ty), mask=mbh)

@@ -62,13 +62,17 @@ def fwd_step_kernel(
         a = tl.load(h_in_ptr + brow[:, None] * P + offs_k[None, :],
                     mask=mb[:, None] & mk[None, :], other=0.0)
         wm = mk[:, None] & mj[None, :]
-        acc0 += mm(a, tl.load(w_ptr + wrow * P + offs_k[:, None], mask=wm, other=0.0).to(tl.float32))
+        acc0 += mm(a, tl.load(w_ptr + wrow * P + offs_k[:, None], mask=wm,
+                              other=0.0).to(tl.float32))
         if G > 1:
-            acc1 += mm(a, tl.load(w_ptr + (wrow + H) * P + offs_k[:, None], mask=wm, other=0.0).to(tl.float32))
+            acc1 += mm(a, tl.load(w_ptr + (wrow + H) * P + offs_k[:, None], mask=wm,
+                                  other=0.0).to(tl.float32))
         if G > 2:
-            acc2 += mm(a, tl.load(w_ptr + (wrow + 2 * H) * P + offs_k[:, None], mask=wm, other=0.0).to(tl.float32))
+            acc2 += mm(a, tl.load(w_ptr + (wrow + 2 * H) * P + offs_k[:, None], mask=wm,
+                                  other=0.0).to(tl.float32))
         if G > 3:
-            acc3 += mm(a, tl.load(w_ptr + (wrow + 3 * H) * P + offs_k[:, None], mask=wm, other=0.0).to(tl.float32))
+            acc3 += mm(a, tl.load(w_ptr + (wrow + 3 * H) * P + offs_k[:, None], mask=wm,
+                                  other=0.0).to(tl.float32))
 
     live = _live_rows(len_ptr, offs_b, mb, t, HAS_LEN)
     trow = (t * B + offs_b).to(tl.int64)
@@ -117,7 +121,8 @@ def fwd_step_kernel(
     else:
         # P == H here: this program owns h[:, tile] of the next buffer.
         h_prev = tl.load(h_in_ptr + brow[:, None] * P + offs_j[None, :], mask=m2, other=0.0)
-        tl.store(h_out_ptr + brow[:, None] * P + offs_j[None, :], tl.where(live, h_new, h_prev), mask=m2)
+        tl.store(h_out_ptr + brow[:, None] * P + offs_j[None, :], tl.where(live, h_new, h_prev),
+                 mask=m2)
         tl.store(out_ptr + trow[:, None] * P + offs_j[None, :],
                  tl.where(live, h_new, 0.0).to(out_ptr.dtype.element_ty), mask=m2)
 
@@ -142,7 +147,8 @@ def fwd_proj_kernel(
     for k0 in range(0, H, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mk = offs_k < H
-        a = tl.load(hp_ptr + hp_row[:, None] * H + offs_k[None, :], mask=mb[:, None] & mk[None, :], other=0.0)
+        a = tl.load(hp_ptr + hp_row[:, None] * H + offs_k[None, :],
+                    mask=mb[:, None] & mk[None, :], other=0.0)
         w = tl.load(wr_ptr + offs_p.to(tl.int64)[None, :] * H + offs_k[:, None],
                     mask=mk[:, None] & mp[None, :], other=0.0).to(tl.float32)
         acc += mm(a, w)
@@ -178,7 +184,8 @@ def bwd_dh_kernel(
     for k0 in range(0, k_len, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mk = offs_k < GH
-        a = tl.load(dgh_ptr + prow[:, None] * GH + offs_k[None, :], mask=mb[:, None] & mk[None, :], other=0.0)
+        a = tl.load(dgh_ptr + prow[:, None] * GH + offs_k[None, :],
+                    mask=mb[:, None] & mk[None, :], other=0.0)
         w = tl.load(w_ptr + offs_k.to(tl.int64)[:, None] * P + offs_p[None, :],
                     mask=mk[:, None] & mp[None, :], other=0.0).to(tl.float32)
         dh_in += mm(a, w)
@@ -227,7 +234,8 @@ def bwd_step_kernel(
         for k0 in range(0, P, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mk = offs_k < P
-            a = tl.load(dht_ptr + brow[:, None] * P + offs_k[None, :], mask=mb[:, None] & mk[None, :], other=0.0)
+            a = tl.load(dht_ptr + brow[:, None] * P + offs_k[None, :],
+                        mask=mb[:, None] & mk[None, :], other=0.0)
             w = tl.load(w_ptr + offs_k.to(tl.int64)[:, None] * H + offs_j[None, :],
                         mask=mk[:, None] & mj[None, :], other=0.0).to(tl.float32)
             dh_t += mm(a, w)
@@ -238,7 +246,8 @@ def bwd_step_kernel(
         for k0 in range(0, k_len, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mk = offs_k < GH
-            a = tl.load(dgh_ptr + prow[:, None] * GH + offs_k[None, :], mask=mb[:, None] & mk[None, :], other=0.0)
+            a = tl.load(dgh_ptr + prow[:, None] * GH + offs_k[None, :],
+                        mask=mb[:, None] & mk[None, :], other=0.0)
             w = tl.load(w_ptr + offs_k.to(tl.int64)[:, None] * P + offs_j[None, :],
                         mask=mk[:, None] & mj[None, :], other=0.0).to(tl.float32)
             dh_in += mm(a, w)
