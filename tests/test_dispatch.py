@@ -470,58 +470,58 @@ def test_explain_names_cudnn_on_cuda_only(monkeypatch, triton_on_cuda):
     assert choice.name == "triton" and "cuDNN" not in choice.reason
 
 
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    """fake_cpu(vendor, generation=None): kernels/cpu.py reads that vendor_id (and, when given,
+    that "cpu family") from /proc/cpuinfo for the rest of the test; its cached answers are
+    cleared before and after. Returns the cpu module."""
+    from fastrnn.kernels import cpu
+
+    def fake(vendor, generation=None):
+        monkeypatch.setattr(cpu, "_vendor_id", lambda: vendor)
+        if generation is not None:
+            monkeypatch.setattr(cpu, "cpuinfo",
+                                lambda field: {"cpu family": generation}.get(field, ""))
+        cpu.family.cache_clear()
+        cpu.gemm_family.cache_clear()
+        return cpu
+
+    yield fake
+    cpu.family.cache_clear()
+    cpu.gemm_family.cache_clear()
+
+
 @pytest.mark.parametrize("vendor,family", [("AuthenticAMD", "amd"), ("HygonGenuine", "amd"),
                                            ("GenuineIntel", "intel"), ("", "intel"),
                                            ("CentaurHauls", "intel")])
-def test_cpu_family_from_the_vendor(monkeypatch, vendor, family):
+def test_cpu_family_from_the_vendor(fake_cpu, vendor, family):
     # The tables the size rules take (kernels/cpu.py): AMD's for AMD and Hygon, the Intel ones
     # for every other vendor and when /proc/cpuinfo says nothing.
-    from fastrnn.kernels import cpu
-    monkeypatch.setattr(cpu, "_vendor_id", lambda: vendor)
-    cpu.family.cache_clear()
-    try:
-        assert cpu.family() == family
-    finally:
-        cpu.family.cache_clear()
+    cpu = fake_cpu(vendor)
+    assert cpu.family() == family
 
 
 @pytest.mark.parametrize("vendor,generation,family", [
     ("AuthenticAMD", "25", "amd"), ("AuthenticAMD", "26", "zen5"), ("AuthenticAMD", "27", "zen5"),
     ("AuthenticAMD", "", "amd"), ("HygonGenuine", "24", "amd"), ("GenuineIntel", "6", "intel"),
     ("GenuineIntel", "26", "intel")])
-def test_gemm_family_from_the_amd_generation(monkeypatch, vendor, generation, family):
+def test_gemm_family_from_the_amd_generation(fake_cpu, vendor, generation, family):
     # The oneDNN-against-MKL rules (kernels/gemm.py): Zen 5's for AMD CPU family 26 and later,
     # the Zen 4 ones for earlier AMD CPUs and when the family cannot be read; Intel's for Intel.
-    from fastrnn.kernels import cpu
-    monkeypatch.setattr(cpu, "_vendor_id", lambda: vendor)
-    monkeypatch.setattr(cpu, "cpuinfo", lambda field: {"cpu family": generation}.get(field, ""))
-    cpu.family.cache_clear()
-    cpu.gemm_family.cache_clear()
-    try:
-        assert cpu.gemm_family() == family
-    finally:
-        cpu.family.cache_clear()
-        cpu.gemm_family.cache_clear()
+    cpu = fake_cpu(vendor, generation)
+    assert cpu.gemm_family() == family
 
 
 @pytest.mark.parametrize("vendor,generation,record", [
     ("AuthenticAMD", "25", "zen4"), ("AuthenticAMD", "26", "zen5"), ("AuthenticAMD", "27", "zen5"),
     ("AuthenticAMD", "", "zen4"), ("HygonGenuine", "24", "zen4"), ("GenuineIntel", "6", "intel"),
     ("GenuineIntel", "26", "intel"), ("CentaurHauls", "7", "intel"), ("", "", "intel")])
-def test_tuning_record_follows_the_gemm_family(monkeypatch, vendor, generation, record):
+def test_tuning_record_follows_the_gemm_family(fake_cpu, vendor, generation, record):
     # kernels/tuning.py: the Zen 4 record for AMD before Zen 5, Zen 5's from CPU family 26, the
     # Intel one for every other vendor.
-    from fastrnn.kernels import cpu
-    monkeypatch.setattr(cpu, "_vendor_id", lambda: vendor)
-    monkeypatch.setattr(cpu, "cpuinfo", lambda field: {"cpu family": generation}.get(field, ""))
-    cpu.family.cache_clear()
-    cpu.gemm_family.cache_clear()
-    try:
-        assert tuning.for_machine() is tuning.FAMILIES[record]
-        assert tuning.for_machine().family == record
-    finally:
-        cpu.family.cache_clear()
-        cpu.gemm_family.cache_clear()
+    fake_cpu(vendor, generation)
+    assert tuning.for_machine() is tuning.FAMILIES[record]
+    assert tuning.for_machine().family == record
 
 
 # ------------------------------------------------------------- what the dispatcher adds
