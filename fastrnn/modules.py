@@ -85,11 +85,16 @@ class _StackMixin(_BackendMixin):
         return True
 
     def forward(self, input, hx=None):
-        if dispatch.capture() == "compile":
+        captured = dispatch.capture()
+        if captured is None:
+            return self._forward(input, hx)
+        if captured == "compile":
             # Dynamo does not trace torch.nn's RNN modules (they run eagerly, between graphs);
             # this one runs eagerly too, on fastrnn's kernels.
             return _eager_stack_forward(self, input, hx)
-        return self._forward(input, hx)
+        # Recorded or transformed: torch.nn's whole forward, for every input form (unbatched
+        # and packed too), as the recorder would see it from torch.nn.
+        return torch_backend.module_forward(self, input, hx)
 
     def _forward(self, input, hx):
         # Picks up weights swapped in by torch.func.functional_call (torch >= 2.1 has it).
