@@ -27,6 +27,7 @@ import torch.autograd.forward_ad as _forward_ad
 
 from .kernels.gemm import onednn_enabled
 from .kernels.tuning import current
+from .ops import tracks_grad
 
 ENV_VAR = "FASTRNN_BACKEND"
 _MODULES = {
@@ -233,16 +234,13 @@ def _few_steps_faster_in_torch(rules, kind, training, T, B, H):
     b, h = _bucket(B, rules.few_steps_batches), _bucket(H, rules.few_steps_hidden)
     if b is None or h is None:
         return False
-    table = dict(rules.few_steps_torch_max)[kind, training]
-    return T <= table[b][h]
+    for key, table in rules.few_steps_torch_max:
+        if key == (kind, training):
+            return T <= table[b][h]
+    return False
 
 
 # --------------------------------------------------------------------- describing calls
-
-
-def _tracks_grad(tensors):
-    return torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 def stack_call(kind, backend, x, states, weights, projected, packed, layer_dropout):
@@ -250,7 +248,7 @@ def stack_call(kind, backend, x, states, weights, projected, packed, layer_dropo
     w_hh = weights[1]
     return Call(kind, backend, x.device, x.dtype, x.shape[0], x.shape[1],
                 w_hh.shape[0] // _GATES[kind], w_hh.numel() * w_hh.element_size(),
-                _tracks_grad([x, *states, *weights]), False, projected, packed, layer_dropout)
+                tracks_grad([x, *states, *weights]), False, projected, packed, layer_dropout)
 
 
 def module_call(module, input, hx):
@@ -261,7 +259,7 @@ def module_call(module, input, hx):
     w_hh = weights[1]
     return Call(module._kind, module.backend, input.device, input.dtype, T, B,
                 module.hidden_size, w_hh.numel() * w_hh.element_size(),
-                _tracks_grad([input, *states, *weights]), False,
+                tracks_grad([input, *states, *weights]), False,
                 getattr(module, "proj_size", 0) > 0, False,
                 module.dropout > 0 and module.training and module.num_layers > 1)
 
@@ -270,7 +268,7 @@ def cell_call(kind, backend, x, states, w_ih, w_hh, b_ih, b_hh):
     """The Call of one cell step on batched (B, I) input x."""
     return Call(kind, backend, x.device, x.dtype, 1, x.shape[0] if x.dim() == 2 else 1,
                 w_hh.shape[-1], w_hh.numel() * w_hh.element_size(),
-                _tracks_grad([x, *states, w_ih, w_hh, b_ih, b_hh]), True)
+                tracks_grad([x, *states, w_ih, w_hh, b_ih, b_hh]), True)
 
 
 # --------------------------------------------------------------------------- explain()
