@@ -1,6 +1,6 @@
 """Where torch's own CPU cells (LSTMCell, GRUCell, RNNCell) beat fastrnn's numba backend.
 
-Sets the rule `auto` uses to hand CPU cell calls to torch (fastrnn/native.py). A cell is one
+Sets the rule `auto` uses to hand CPU cell calls to torch (kernels/tuning.py). A cell is one
 step: two GEMMs and a pointwise update, nothing to fuse across time, so fastrnn can only win on
 the fused pointwise part, against a few microseconds more of Python per call.
 Prints numba time / torch time (above 1: torch is faster) for inference (no_grad) and training

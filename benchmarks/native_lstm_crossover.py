@@ -1,6 +1,6 @@
 """Where torch's own CPU LSTM (oneDNN's fused RNN primitive) beats fastrnn's numba backend.
 
-Sets the rules `auto` uses to hand float32 CPU LSTM calls to torch (fastrnn/native.py).
+Sets the rules `auto` uses to hand float32 CPU LSTM calls to torch (kernels/tuning.py).
 Prints numba time / torch time (above 1: torch is faster), T = 100, input size = H, medians of
 interleaved runs (fastrnn.bench's timer), over batch and hidden sizes, for inference (eval,
 no_grad) or training (forward + backward of the output sum).

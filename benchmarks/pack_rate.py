@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from fastrnn.kernels.numba import launch
+from fastrnn.kernels.numba import plan, runners
 from fastrnn.kernels.numba.linalg import pack_weight, panel_width
 
 # (G*H, P): LSTM H = 64, 256, 512, 1024 (4 gates), GRU H = 1024.
@@ -53,7 +53,7 @@ def main():
           f"{'on the team':>12s}")
     for N, K in SHAPES:
         w = torch.randn(N, K)
-        slices = launch._hidden_slices(K, torch.float32)     # P = H: slices of the H units
+        slices = plan.hidden_slices(K, torch.float32)     # P = H: slices of the H units
         groups = N // K
         for kind, view, transposed in (("W_hh^T", w.t(), True), ("W_hh", w, False)):
             b = view.numpy()
@@ -61,7 +61,7 @@ def main():
             t_np = median_ms(lambda b=b: numpy_views(b))
             t_c = median_ms(lambda b=b: pack_weight(b))
             t_team = median_ms(lambda w=w, transposed=transposed, groups=groups, slices=slices:
-                               launch._packed_slices(w, transposed, groups if transposed else 1,
+                               runners.packed_slices(w, transposed, groups if transposed else 1,
                                                      slices, torch.float32))
             print(f"{N:>5d}x{K:<4d} {N * K * 4 / 2**20:5.2f} {kind:>11s} {t_np:12.3f} "
                   f"{t_c:9.3f} {t_team:12.3f}", flush=True)

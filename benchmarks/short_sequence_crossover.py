@@ -1,6 +1,6 @@
 """fastrnn against torch.nn on short sequences (a few time steps), where there is little to
 fuse across time and a call's fixed costs (packing W_hh for the compiled loop, Python) weigh
-most. Sets where `auto` hands short GRU/RNN sequences to torch (fastrnn/native.py).
+most. Sets where `auto` hands short GRU/RNN sequences to torch (kernels/tuning.py).
 
 Prints fastrnn time / torch time (above 1: torch is faster) for inference (no_grad) and training
 (forward + backward of the output sum), input size = H, float32, medians of interleaved runs

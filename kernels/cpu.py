@@ -1,12 +1,13 @@
 """Which CPU family's measurements the size rules follow.
 
-The numba strategy thresholds (kernels/numba/launch.py) and auto's LSTM hand-offs to torch
-(fastrnn/native.py) were measured on 2-core AMD EPYC (Zen 4, Zen 5) and Intel Xeon machines, and
-the two families disagree where a layer's weights outgrow L2: the EPYCs stream them from a fast
-L3 each step, where the Xeons' L3 is slower (taking the input projection inside the loop, which
-doubles the weight read per step, lost 20-35% on a Xeon at 2 MiB and won on the EPYCs up to
-8 MiB), and torch's oneDNN LSTM ran nearer the GEMM rate on the Xeons. So the rules keep one
-table per family. CPUs of other vendors (not measured) take the Intel tables.
+The numba strategy thresholds (kernels/numba/plan.py) and auto's LSTM hand-offs to torch
+(fastrnn/dispatch.py), all in kernels/tuning.py, were measured on 2-core AMD EPYC (Zen 4, Zen 5)
+and Intel Xeon machines, and the two families disagree where a layer's weights outgrow L2: the
+EPYCs stream them from a fast L3 each step, where the Xeons' L3 is slower (taking the input
+projection inside the loop, which doubles the weight read per step, lost 20-35% on a Xeon at 2
+MiB and won on the EPYCs up to 8 MiB), and torch's oneDNN LSTM ran nearer the GEMM rate on the
+Xeons. So the rules keep one table per family. CPUs of other vendors (not measured) take the
+Intel tables.
 
 Where oneDNN's GEMMs stand against MKL's (torch.mm) the AMD generations disagree too: MKL takes
 its AVX2 code on AMD CPUs, which on Zen 4 (AVX-512 at half width) keeps up with oneDNN's AVX-512

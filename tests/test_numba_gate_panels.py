@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("numba")
 
 from fastrnn.kernels import cpu  # noqa: E402
-from fastrnn.kernels.numba import launch, team  # noqa: E402
+from fastrnn.kernels.numba import buffers, launch, plan, team  # noqa: E402
 from fastrnn.kernels.numba.linalg import pack_gate_panels, pack_weight, panel_width  # noqa: E402
 from rnn_cases import check_parity  # noqa: E402
 
@@ -24,9 +24,9 @@ def poison(monkeypatch):
     def nan_empty(shape, dtype):
         return torch.full(shape, float("nan"), dtype=dtype)
 
-    monkeypatch.setattr(launch, "empty", nan_empty)
-    monkeypatch.setattr(launch, "internal", nan_empty)
-    monkeypatch.setattr(launch, "scratch", lambda shape, dtype: nan_empty(shape, dtype).numpy())
+    monkeypatch.setattr(buffers, "empty", nan_empty)
+    monkeypatch.setattr(buffers, "internal", nan_empty)
+    monkeypatch.setattr(buffers, "scratch", lambda shape, dtype: nan_empty(shape, dtype).numpy())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -51,7 +51,7 @@ def _forward(dtype, T, B, H, lengths, reverse, need_grad, panels, tune):
 
     xg, w_hh = u(T, B, 4 * H, scale=1.5), u(4 * H, H, scale=H ** -0.5)
     h0, c0 = u(B, H, scale=0.5), u(B, H, scale=0.5)
-    assert launch._gate_panels(T, B, 4 * H, H, False, dtype) == panels
+    assert (plan.forward("lstm", T, B, H, dtype=dtype).route == "panels") == panels
     out, h, c, saved = launch.lstm_forward(xg, w_hh, None, h0, c0, lengths, reverse, need_grad)
     return [out, h, c, *saved]
 
@@ -92,25 +92,29 @@ def test_layers_through_gate_panels_match_torch(dtype, form, kw, monkeypatch, tu
     # Every LSTM forward on the gate-panel loop (no fused projection), trained against torch.nn.
     tune(numba_strategy="loop", fuse_projection=False, gate_panels_max_rows=1 << 20)
     taken = []
-    real = launch.lstm_forward_cells
-    monkeypatch.setattr(launch, "lstm_forward_cells", lambda *a: taken.append(1) or real(*a))
+    real = launch.LSTM_FORWARD["panels"]
+    monkeypatch.setitem(launch.LSTM_FORWARD, "panels", lambda *a: taken.append(1) or real(*a))
     check_parity("lstm", "numba", dtype, 12, 32, 6, 3, form=form, **kw)
     assert taken
 
 
+def panels(T, B, H, proj=False):
+    """Whether a float32 LSTM layer's forward (no fused projection) takes the gate panels."""
+    return plan.forward("lstm", T, B, H, H // 2 if proj else H).route == "panels"
+
+
 def test_rule_takes_few_rows_per_thread_of_whole_vectors(cpu_family, monkeypatch):
-    f32 = torch.float32
     L = lanes(np.float32)
     if cpu_family == cpu.INTEL:     # not measured there
-        assert not launch._gate_panels(100, 1, 256, 64, False, f32)
+        assert not panels(100, 1, 64)
         return
     monkeypatch.setattr(team, "threads", lambda: 2)
-    assert launch._gate_panels(100, 1, 256, 64, False, f32)
-    assert launch._gate_panels(100, 3, 4 * L, L, False, f32)
-    assert not launch._gate_panels(100, 1, 256, 64, True, f32)           # projected h
-    assert not launch._gate_panels(100, 1, 4 * 33, 33, False, f32)       # H not whole vectors
-    assert not launch._gate_panels(10, 4, 256, 64, False, f32)           # 4 rows in one thread
-    assert launch._gate_panels(100, 6, 512, 128, False, f32)             # 3 rows per thread
-    assert not launch._gate_panels(100, 8, 512, 128, False, f32)         # 4 rows per thread
+    assert panels(100, 1, 64)
+    assert panels(100, 3, L)
+    assert not panels(100, 1, 64, proj=True)    # projected h
+    assert not panels(100, 1, 33)           # H not whole vectors
+    assert not panels(10, 4, 64)            # 4 rows in one thread
+    assert panels(100, 6, 128)              # 3 rows per thread
+    assert not panels(100, 8, 128)          # 4 rows per thread
     line = launch.explain("lstm", 100, 1, 64, I=64)
     assert "registers" in line and "registers" not in launch.explain("lstm", 100, 1, 64, P=32)

@@ -18,12 +18,12 @@ pytest.importorskip("numba")
 from fastrnn import ops, reference  # noqa: E402
 from fastrnn.kernels import cpu, tuning  # noqa: E402
 from fastrnn.kernels import numba as nb  # noqa: E402
-from fastrnn.kernels.numba import launch, linalg, team  # noqa: E402
+from fastrnn.kernels.numba import buffers, launch, linalg, plan, runners, team  # noqa: E402
 
 TOL = {torch.float64: dict(atol=1e-9, rtol=1e-7), torch.float32: dict(atol=3e-5, rtol=2e-4)}
 CELLS = ["lstm", "lstm_proj", "gru", "gru_no_bhn", "rnn_tanh", "rnn_relu"]
 GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "gru_no_bhn": 3, "rnn_tanh": 1, "rnn_relu": 1}
-_SCRATCH = launch.scratch       # the real one (the poison fixture swaps it for NaN-filled buffers)
+_SCRATCH = buffers.scratch      # the real one (the poison fixture swaps it for NaN-filled buffers)
 
 
 @pytest.fixture(autouse=True)
@@ -34,10 +34,10 @@ def poison(monkeypatch):
     def nan_scratch(shape, dtype):
         return nan_empty(shape, dtype).numpy()
 
-    monkeypatch.setattr(launch, "empty", nan_empty)
-    monkeypatch.setattr(launch, "internal", nan_empty)
-    monkeypatch.setattr(launch, "scratch", nan_scratch)
-    monkeypatch.setattr(launch, "unwritten", nan_scratch)
+    monkeypatch.setattr(buffers, "empty", nan_empty)
+    monkeypatch.setattr(buffers, "internal", nan_empty)
+    monkeypatch.setattr(buffers, "scratch", nan_scratch)
+    monkeypatch.setattr(buffers, "unwritten", nan_scratch)
 
 
 @pytest.fixture(params=["loop", "loop_split", "columns", "torch_mm", "torch_mm_split"])
@@ -243,15 +243,15 @@ def test_no_grad_forward_matches_reference(cell, reverse, lengths_kind, dtype, s
 @pytest.mark.parametrize("cell", ["lstm", "lstm_proj"])
 def test_inference_leaves_the_unwritten_buffers_alone(cell, H, strategy, monkeypatch, tune):
     # One gates and cs buffer per shape serves every LSTM call without need_grad
-    # (launch.unwritten): no strategy may read them (the poison fixture's NaN would reach the
+    # (buffers.unwritten): no strategy may read them (the poison fixture's NaN would reach the
     # outputs) or write them (checked here on 7-filled ones), dead rows included.
     tune(gate_panels_max_rows=1 << 20)
     given = {}
 
     def sevens(shape, dtype):
-        return given.setdefault(shape, np.full(shape, 7.0, launch._NUMPY_DTYPES[dtype]))
+        return given.setdefault(shape, np.full(shape, 7.0, buffers.NUMPY_DTYPES[dtype]))
 
-    monkeypatch.setattr(launch, "unwritten", sevens)
+    monkeypatch.setattr(buffers, "unwritten", sevens)
     case = make_case(cell, 5, 3, H, "mixed")
     got, _ = _forward(nb, cell, case, case["xg"], False, False)
     assert given and all((buf == 7.0).all() for buf in given.values())
@@ -307,8 +307,8 @@ def _projection_case(cell, T, B, H, I, lengths_kind, dtype):
 
 
 FUSED_CELLS = ["lstm", "rnn_tanh", "rnn_relu"]
-_FUSED_LAUNCHER = {"lstm": "_lstm_forward_fused", "rnn_tanh": "_rnn_forward_fused",
-                   "rnn_relu": "_rnn_forward_fused"}
+_FUSED_ROUTES = {"lstm": launch.LSTM_FORWARD, "rnn_tanh": launch.RNN_FORWARD,
+                 "rnn_relu": launch.RNN_FORWARD}
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one", "split"])
@@ -328,8 +328,8 @@ def test_projection_inside_the_loop_matches_reference(cell, reverse, lengths_kin
     if split:
         monkeypatch.setattr(team, "threads", lambda: 3)
     calls = []
-    real = getattr(launch, _FUSED_LAUNCHER[cell])
-    monkeypatch.setattr(launch, _FUSED_LAUNCHER[cell], lambda *a: calls.append(1) or real(*a))
+    real = _FUSED_ROUTES[cell]["fused"]
+    monkeypatch.setitem(_FUSED_ROUTES[cell], "fused", lambda *a: calls.append(1) or real(*a))
     low = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
            for k, v in case.items()}
     projection = ops.InputProjection(x.to(dtype), w_ih.to(dtype), bias.to(dtype))
@@ -354,8 +354,8 @@ def test_projection_inside_the_loop_half_types(cell, dtype, monkeypatch, tune):
     # Half inputs: the float32 computation, rounded once.
     tune(fuse_min_steps=2)
     calls = []
-    real = getattr(launch, _FUSED_LAUNCHER[cell])
-    monkeypatch.setattr(launch, _FUSED_LAUNCHER[cell], lambda *a: calls.append(1) or real(*a))
+    real = _FUSED_ROUTES[cell]["fused"]
+    monkeypatch.setitem(_FUSED_ROUTES[cell], "fused", lambda *a: calls.append(1) or real(*a))
     case, x, w_ih, bias = _projection_case(cell, 6, 8, 33, 5, "mixed", dtype)
 
     def forward(dt):
@@ -381,7 +381,8 @@ def test_projection_inside_the_loop_rule(monkeypatch, cpu_family):
         x = torch.zeros(T, B, I)
         xg = torch.zeros(T, B, 4 * H) if tensor else ops.InputProjection(x, torch.zeros(4 * H, I),
                                                                           None)
-        return launch._fuses_projection(xg, H, proj, f32)
+        return launch._input_size(xg) is not None and plan.forward(
+            "lstm", T, B, H, H // 2 if proj else H, launch._input_size(xg), f32).route == "fused"
 
     assert fuses(100, 16, 128, 128) and fuses(100, 4, 32, 32) and fuses(16, 16, 128, 128)
     assert not fuses(15, 16, 128, 128)               # too few steps to pay for the packing
@@ -787,9 +788,9 @@ def test_single_step_takes_the_step_path_without_packing(kind, B, H, monkeypatch
     def no_packing(*args, **kwargs):
         raise AssertionError("a single step packed its weight")
 
-    monkeypatch.setattr(launch, "RepeatedLinear", no_packing)
-    monkeypatch.setattr(launch, "pack_weight", no_packing)
-    monkeypatch.setattr(launch, "pack_weight_slices", no_packing)
+    monkeypatch.setattr(runners, "RepeatedLinear", no_packing)
+    monkeypatch.setattr(runners, "pack_weight", no_packing)
+    monkeypatch.setattr(runners, "pack_weight_slices", no_packing)
     cell = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}[kind]
     case = make_case(cell, 1, B, H, None)
     check(cell, case, False, torch.float32)
@@ -797,14 +798,14 @@ def test_single_step_takes_the_step_path_without_packing(kind, B, H, monkeypatch
 
 def test_projected_lstm_never_splits_hidden_units(tune):
     tune(numba_strategy="columns")
-    assert launch._strategy(10, 1, 256, 1024, torch.float32, proj=True) == "loop"
+    assert plan.forward("lstm", 10, 1, 256, 128).strategy == "loop"
     tune(numba_strategy="auto")
-    assert launch._strategy(10, 1, 512, 2048, torch.float32, proj=True) != "columns"
+    assert plan.forward("lstm", 10, 1, 512, 256).strategy != "columns"
 
 
 def test_one_thread_never_splits_hidden_units(monkeypatch):
     monkeypatch.setattr(team, "threads", lambda: 1)
-    assert launch._strategy(10, 1, 512, 2048, torch.float32) != "columns"
+    assert plan.forward("lstm", 10, 1, 512).strategy != "columns"
 
 
 

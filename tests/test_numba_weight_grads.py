@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("numba")
 
 from fastrnn.kernels import gemm, tuning  # noqa: E402
-from fastrnn.kernels.numba import launch  # noqa: E402
+from fastrnn.kernels.numba import buffers, launch, team  # noqa: E402
 from fastrnn.kernels.numba.linalg import matmul_packed_at, pack_weight  # noqa: E402
 from rnn_cases import check_parity  # noqa: E402
 
@@ -19,7 +19,7 @@ def always_own(monkeypatch, tune):
     """Every float32/float64 weight gradient through the compiled product, whatever the CPU;
     the NaN-filled outputs (nan_empty) of the kernel tests, so a row left unwritten shows."""
     tune(own_weight_grads_max_rows=1 << 40, own_weight_grads_min_macs=0)
-    monkeypatch.setattr(launch, "empty",
+    monkeypatch.setattr(buffers, "empty",
                         lambda shape, dtype: torch.full(shape, float("nan"), dtype=dtype))
 
 
@@ -66,8 +66,8 @@ def test_rule_takes_the_measured_shapes(monkeypatch, tune):
     # won at 6400 and below 2^24); other dtypes and more than two inputs go to gemm; Intel CPUs
     # (not measured) never take it.
     calls = []
-    real = launch.team.run
-    monkeypatch.setattr(launch.team, "run", lambda *a: calls.append(1) or real(*a))
+    real = team.run
+    monkeypatch.setattr(team, "run", lambda *a: calls.append(1) or real(*a))
     tune(own_weight_grads_max_rows=tuning.ZEN4.own_weight_grads_max_rows)
     cases = [((1600, 512), [128, 128], torch.float32, True),        # 2^27.6
              ((3200, 512), [128], torch.float64, True),

@@ -92,11 +92,12 @@ def backends_for_dtypes(backend):
 def test_numba_with_the_input_projection_inside_the_loop(monkeypatch, kind, kind_kw, dtype,
                                                          form, opts):
     """Enough steps and rows for the numba LSTM/RNN loop to take each layer's input projection
-    inside (kernels/numba/launch.py FUSE_*): outputs and every gradient against torch.nn."""
+    inside (the "fused" route, kernels/numba/plan.py): outputs and every gradient against
+    torch.nn."""
     from fastrnn.kernels.numba import launch
     calls = []
-    name = f"_{kind}_forward_fused"
-    real = getattr(launch, name)
-    monkeypatch.setattr(launch, name, lambda *a: calls.append(1) or real(*a))
+    routes = launch.LSTM_FORWARD if kind == "lstm" else launch.RNN_FORWARD
+    real = routes["fused"]
+    monkeypatch.setitem(routes, "fused", lambda *a: calls.append(1) or real(*a))
     check_parity(kind, "numba", dtype, 7, 9, 17, 6, form=form, **kind_kw, **opts)
     assert calls, "the fused path did not run"

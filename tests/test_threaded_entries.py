@@ -1,10 +1,10 @@
 """The hand-written team entries of kernels/numba/threaded.py against the kernels they call.
 
-The launcher (kernels/numba/launch.py) passes one list of arguments either straight to a kernel
-(one thread) or through team.pack to the kernel's entry (several threads), which unpacks the
-words by position and calls the kernel once per claimed chunk. The only place argument order or
-kinds can drift unnoticed is between an entry's unpacking and its kernel (issue 25). Checked
-here two ways:
+The launcher (kernels/numba/launch.py, runners.py, weight_gradients.py) passes one list of
+arguments either straight to a kernel (one thread) or through team.pack to the kernel's entry
+(several threads), which unpacks the words by position and calls the kernel once per claimed
+chunk. The only place argument order or kinds can drift unnoticed is between an entry's
+unpacking and its kernel (issue 25). Checked here two ways:
 
 * statically (ast), by `check_source`: each entry body unpacks from FIRST_ARG on, chaining the
   index; its kernel call passes exactly the unpacked names in unpack order, plus the team's own
@@ -41,11 +41,13 @@ pytest.importorskip("numba")
 from numba.core import types as nbtypes  # noqa: E402
 
 import fastrnn  # noqa: E402
-from fastrnn.kernels.numba import launch, team, threaded  # noqa: E402
+from fastrnn.kernels.numba import launch, runners, team, threaded, weight_gradients  # noqa: E402
 from fastrnn.kernels.tuning import tuning  # noqa: E402
 
 THREADED_SOURCE = pathlib.Path(threaded.__file__).read_text()
-LAUNCH_SOURCE = pathlib.Path(launch.__file__).read_text()
+# The launcher's modules: the executors, the runners and the weight gradients name the entries.
+LAUNCH_SOURCE = "\n".join(pathlib.Path(m.__file__).read_text()
+                          for m in (launch, runners, weight_gradients))
 
 # What each unpacker of team.py reads: an array of that rank (its dtype is the entry's `dt`, the
 # float type, or np.int64), a flag (a bool in Python, Boolean in numba) or an integer. A new
@@ -386,39 +388,40 @@ def check_source(source, namespace=None):
 
 def check_launch(launch_source, threaded_source):
     """Drift between launch.py and the entries: entries it names that do not exist, entries it
-    never launches, and kernels paired with another kernel's entry (`_recurrence(kernel, entry,
-    ...)`, `_StepKernel(kernel, entry, ...)`: the kernel runs in one thread, the entry on the
+    never launches, and kernels paired with another kernel's entry (`recurrence(kernel, entry,
+    ...)`, `StepKernel(kernel, entry, ...)`: the kernel runs in one thread, the entry on the
     team, on the same arguments)."""
     entries, _ = parse_entries(threaded_source)
     by_wrapper = {e.wrapper: e for e in entries.values() if e.wrapper}
     defined = {n.name for n in ast.parse(threaded_source).body
                if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    tree = ast.parse(launch_source)
     problems, named = [], set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "threaded":
-            named.add(node.attr)
-            if node.attr not in defined and not hasattr(threaded, node.attr):
-                problems.append(f"launch.py line {node.lineno}: threaded.{node.attr} does "
-                                "not exist")
-        if isinstance(node, ast.Call) and len(node.args) >= 2 and isinstance(node.args[0],
-                ast.Name) and isinstance(node.args[1], ast.Attribute) and \
-                getattr(node.args[1].value, "id", None) == "threaded":
-            kernel, wrapper = node.args[0].id, node.args[1].attr
-            entry = by_wrapper.get(wrapper)
-            called = [c.kernel for c in entry.calls] if entry else []
-            if entry and kernel not in called:
-                problems.append(f"launch.py line {node.lineno}: {kernel} paired with "
-                                f"threaded.{wrapper}, which calls {called}")
+    for top in ast.parse(launch_source).body:
+        # Where a problem is: the launcher's function (its sources are joined, so no line).
+        where = getattr(top, "name", f"line {top.lineno}")
+        for node in ast.walk(top):
+            if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "threaded":
+                named.add(node.attr)
+                if node.attr not in defined and not hasattr(threaded, node.attr):
+                    problems.append(f"launcher, {where}: threaded.{node.attr} does not exist")
+            if isinstance(node, ast.Call) and len(node.args) >= 2 and isinstance(
+                    node.args[0], ast.Name) and isinstance(node.args[1], ast.Attribute) and \
+                    getattr(node.args[1].value, "id", None) == "threaded":
+                kernel, wrapper = node.args[0].id, node.args[1].attr
+                entry = by_wrapper.get(wrapper)
+                called = [c.kernel for c in entry.calls] if entry else []
+                if entry and kernel not in called:
+                    problems.append(f"launcher, {where}: {kernel} paired with "
+                                    f"threaded.{wrapper}, which calls {called}")
     for wrapper in sorted(set(by_wrapper) - named):
-        problems.append(f"threaded.{wrapper} is never launched by launch.py")
+        problems.append(f"threaded.{wrapper} is never launched by the launcher")
     return problems
 
 
 def direct_kernels(launch_source):
     """The kernels launch.py also calls straight, in one thread, on the arguments it packs for
-    their entries (the first argument of `_recurrence(kernel, threaded.x_entry, ...)` and
-    `_StepKernel(...)`), with that entry."""
+    their entries (the first argument of `recurrence(kernel, threaded.x_entry, ...)` and
+    `StepKernel(...)`), with that entry."""
     pairs = {}
     for node in ast.walk(ast.parse(launch_source)):
         if isinstance(node, ast.Call) and len(node.args) >= 2 and isinstance(node.args[0],
@@ -528,7 +531,7 @@ def recorded():
     (body -> [(float_size, args packed for it)], kernel -> numba signatures)."""
     bodies = {e.wrapper: e.body for e in parse_entries(THREADED_SOURCE)[0].values()}
     names, packed = {}, defaultdict(list)
-    real_pack, real_run, real_compiled = team.pack, team.run, launch._compiled
+    real_pack, real_run, real_compiled = team.pack, team.run, runners.compiled
 
     def pack(float_size, bounds, *args):
         words = real_pack(float_size, bounds, *args)
@@ -548,7 +551,7 @@ def recorded():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(team, "pack", pack)
         mp.setattr(team, "run", run)
-        mp.setattr(launch, "_compiled", compiled)
+        mp.setattr(runners, "compiled", compiled)
         for threads in (3, 1):
             mp.setattr(team, "threads", lambda n=threads: n)
             for rules in STRATEGIES.values():
@@ -629,7 +632,7 @@ def test_source_through_its_ast_still_passes():
     # What edit_call gives back, unedited, passes (so the edits below are what gets reported).
     assert check_source(edit_call(THREADED_SOURCE, "_gru_forward_step", "gru_forward_step",
                                   list)) == []
-    assert check_launch(edit_call(LAUNCH_SOURCE, "lstm_forward", "_recurrence", list),
+    assert check_launch(edit_call(LAUNCH_SOURCE, "_lstm_forward_loop", "recurrence", list),
                         THREADED_SOURCE) == []
 
 
@@ -708,10 +711,10 @@ def test_wrapper_calling_another_body_is_reported():
 
 
 def test_kernel_paired_with_another_entry_in_launch_is_reported():
-    # The gate panels' _recurrence in lstm_forward given the plain loop's entry.
+    # The gate panels' executor given the plain loop's entry.
     tree = ast.parse(LAUNCH_SOURCE)
-    fn = next(n for n in tree.body if getattr(n, "name", None) == "lstm_forward")
-    call = next(n for n in ast.walk(fn) if _call_name(n) == "_recurrence"
+    fn = next(n for n in tree.body if getattr(n, "name", None) == "_lstm_forward_panels")
+    call = next(n for n in ast.walk(fn) if _call_name(n) == "recurrence"
                 and ast.unparse(n.args[0]) == "lstm_forward_cells")
     assert ast.unparse(call.args[1]) == "threaded.lstm_forward_cells_entry"
     call.args[1] = ast.parse("threaded.lstm_forward_recurrence_entry", mode="eval").body

@@ -4,13 +4,16 @@ Only the recurrences run here, and (where measured faster) the weight gradients;
 does the other GEMMs. Modules:
 activations (fast vectorisable sigmoid/tanh), simd (explicit vector registers), linalg (per-step
 product), lstm/gru/rnn (the recurrences, over a range of batch rows), team (running a compiled
-function on torch's OpenMP threads), threaded (the kernels as entries for team), launch (tensor
-conversion, allocation, strategy).
+function on torch's OpenMP threads), threaded (the kernels as entries for team); then the Python
+side, none of it compiled: plan (which route runs a layer, and why: what explain() prints),
+launch (the backend interface, one executor per route), runners (a kernel in this thread, on the
+team by rows or hidden units, or per step), buffers (allocation and numpy views), weight_gradients,
+pool (reused large buffers).
 
 Compiled code is cached in __pycache__ next to these files (or under NUMBA_CACHE_DIR). Numba
 checks each cached function against only the file that defines it, not the files it calls into
 or takes constants from, so importing this package first runs cache_guard.guard(): when a
-module the compiled code depends on (these but launch and pool; kernels/tuning.py and
+module the compiled code depends on (these but the Python side; kernels/tuning.py and
 kernels/cpu.py), numba or numpy changed since the cache was written, it removes this package's
 *.nbi/*.nbc files and the kernels compile afresh, once.
 """

@@ -39,7 +39,8 @@ SHARED_SOURCES = ("cpu.py", "tuning.py")
 # Modules of this package that no compiled code depends on: none of the others imports them
 # (tests/test_packaging.py checks; __init__ has no compiled code) and numba checks their own
 # functions itself. Left out, an edit to the launcher's strategy rules costs no recompilation.
-LEAVES = ("__init__.py", "cache_guard.py", "launch.py", "pool.py")
+LEAVES = ("__init__.py", "buffers.py", "cache_guard.py", "launch.py", "plan.py", "pool.py",
+          "runners.py", "weight_gradients.py")
 
 
 def sources(package_dir=PACKAGE_DIR):
