@@ -1,6 +1,9 @@
 """What the A/B benchmark scripts share (run them from the repository root:
 `python benchmarks/<script>.py`, which puts this folder on the import path)."""
 
+import torch
+
+import fastrnn
 from fastrnn.kernels.tuning import tuning
 
 
@@ -27,3 +30,28 @@ class Switch:
         if self._block is not None:
             block, self._block, self._now = self._block, None, None
             block.__exit__(None, None, None)
+
+
+def lstm_calls(switch, rule, T, B, H):
+    """make(mode, value): a call to time, "inference" (no_grad) or "training" (backward of the
+    output's sum): torch.nn.LSTM(H, H) when value is None, else fastrnn's numba LSTM with the
+    same weights under switch(rule=value). Input (T, B, H), float32."""
+    reference = torch.nn.LSTM(H, H)
+    model = fastrnn.LSTM(H, H, backend="numba")
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(T, B, H)
+    xr = x.clone().requires_grad_()
+
+    def make(mode, value):
+        def fn():
+            lstm = reference
+            if value is not None:
+                switch(**{rule: value})
+                lstm = model
+            if mode == "inference":
+                with torch.no_grad():
+                    lstm(x)
+            else:
+                lstm(xr)[0].sum().backward()
+        return fn
+    return make

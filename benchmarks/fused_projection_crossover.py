@@ -10,10 +10,8 @@ output's sum); medians of 7 interleaved runs.
 
 import sys
 
-import torch
-from ab import Switch
+from ab import Switch, lstm_calls
 
-import fastrnn
 from fastrnn.bench import timing
 from fastrnn.kernels.tuning import current
 
@@ -24,33 +22,9 @@ def main(T, batches, H):
     default = current().fuse_many_rows
     with Switch() as switch:
         for B in batches:
-            reference = torch.nn.LSTM(H, H)
-            model = fastrnn.LSTM(H, H, backend="numba")
-            model.load_state_dict(reference.state_dict())
-            x = torch.randn(T, B, H)
-            xr = x.clone().requires_grad_()
-
-            def infer(rows, reference=reference, model=model, x=x):
-                def fn():
-                    with torch.no_grad():
-                        if rows is None:
-                            reference(x)
-                        else:
-                            switch(fuse_many_rows=rows)
-                            model(x)
-                return fn
-
-            def train(rows, reference=reference, model=model, xr=xr):
-                def fn():
-                    if rows is None:
-                        reference(xr)[0].sum().backward()
-                    else:
-                        switch(fuse_many_rows=rows)
-                        model(xr)[0].sum().backward()
-                return fn
-
-            for mode, make in (("inference", infer), ("training", train)):
-                t = timing.medians([make(None), make(NEVER), make(default)], 7)
+            make = lstm_calls(switch, "fuse_many_rows", T, B, H)
+            for mode in ("inference", "training"):
+                t = timing.medians([make(mode, None), make(mode, NEVER), make(mode, default)], 7)
                 print(f"T={T} B={B:3d} H={H} {mode:9s} torch {t[0]:7.2f} ms  "
                       f"not fused {t[0] / t[1]:.2f}x  fused {t[0] / t[2]:.2f}x", flush=True)
 

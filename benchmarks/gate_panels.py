@@ -13,10 +13,8 @@ cannot reach them say so (the two timings then run the same code: a measure of t
 
 import sys
 
-import torch
-from ab import Switch
+from ab import Switch, lstm_calls
 
-import fastrnn
 from fastrnn.bench import timing
 from fastrnn.kernels.numba import launch
 
@@ -25,36 +23,12 @@ def main(T, batches, sizes):
     with Switch() as switch:
         for H in sizes:
             for B in batches:
-                reference = torch.nn.LSTM(H, H)
-                model = fastrnn.LSTM(H, H, backend="numba")
-                model.load_state_dict(reference.state_dict())
-                x = torch.randn(T, B, H)
-                xr = x.clone().requires_grad_()
+                make = lstm_calls(switch, "gate_panels_max_rows", T, B, H)
                 switch(gate_panels_max_rows=1 << 30)
                 route = launch.explain("lstm", T, B, H, I=H)
                 panels = "registers" in route
-
-                def infer(rows, reference=reference, model=model, x=x):
-                    def fn():
-                        with torch.no_grad():
-                            if rows is None:
-                                reference(x)
-                            else:
-                                switch(gate_panels_max_rows=rows)
-                                model(x)
-                    return fn
-
-                def train(rows, reference=reference, model=model, xr=xr):
-                    def fn():
-                        if rows is None:
-                            reference(xr)[0].sum().backward()
-                        else:
-                            switch(gate_panels_max_rows=rows)
-                            model(xr)[0].sum().backward()
-                    return fn
-
-                for mode, make in (("inference", infer), ("training", train)):
-                    t = timing.medians([make(None), make(0), make(1 << 30)], 9)
+                for mode in ("inference", "training"):
+                    t = timing.medians([make(mode, None), make(mode, 0), make(mode, 1 << 30)], 9)
                     note = "" if panels else "  (panels not reachable: " + route + ")"
                     print(f"T={T} B={B:2d} H={H:4d} {mode:9s} torch {t[0]:7.3f} ms  "
                           f"plain {t[0] / t[1]:.2f}x  panels {t[0] / t[2]:.2f}x  "
