@@ -89,7 +89,8 @@ def test_triton_tests_skip_without_triton():
 
 # The modules that are triton: the kernels themselves, imported by kernels/triton/__init__.py only
 # on first use.
-TRITON_MODULES = ("launchers", "step_kernels", "persistent_kernels", "activations")
+TRITON_MODULES = ("launchers", "step_kernels", "persistent_kernels", "activations", "cell_updates",
+                  "gate_tiles", "live_steps")
 
 
 def test_nothing_else_needs_triton():

@@ -4,27 +4,70 @@ One program per batch tile loads W_hh (and W_hr) once into registers and loops o
 inside the kernel, keeping h and c (backward: dh and dc) on chip: no per-step launch, no state
 round trip through memory. Each gate is its own (P, H) tile so the matmuls are plain tl.dot.
 Padded hidden columns stay exactly zero (zero weights, zero inputs, zero initial state).
-Same cell codes, saved tensors and live/dead rule as step_kernels.
+Same cell codes and saved tensors as step_kernels; the cell math (cell_updates), gate
+layout (gate_tiles) and live/dead rule (live_steps) are shared with it.
 """
 
 import triton
 import triton.language as tl
 
-from .activations import mm, relu, sigmoid, tanh
+from .activations import mm
+from .cell_updates import (
+    gru_backward,
+    gru_update,
+    lstm_backward,
+    lstm_update,
+    rnn_backward,
+    rnn_update,
+)
+from .gate_tiles import load_3_gates, load_4_gates, store_3_gates, store_4_gates
+from .live_steps import live_rows, load_lengths, previous_step, state_before_step
 
 
 @triton.jit
-def _gate_w_t(w_ptr, g, offs_j, offs_p, mj, mp, H, P):
-    # (BLOCK_P, BLOCK_H) tile W[g*H + j, p]^T, for h @ W_g^T.
-    return tl.load(w_ptr + (g * H + offs_j.to(tl.int64))[None, :] * P + offs_p[:, None],
-                   mask=mp[:, None] & mj[None, :], other=0.0).to(tl.float32)
+def _batch_tile(B, H, P, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr):
+    # This program's tile of sequences, with the whole (padded) hidden and output widths.
+    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_j = tl.arange(0, BLOCK_H)
+    offs_p = tl.arange(0, BLOCK_P)
+    mb = offs_b < B
+    mj = offs_j < H
+    mp = offs_p < P
+    mbh = mb[:, None] & mj[None, :]
+    mbp = mb[:, None] & mp[None, :]
+    return offs_b, offs_j, offs_p, mb, mj, mp, mbh, mbp, offs_b.to(tl.int64)
 
 
 @triton.jit
-def _gate_w(w_ptr, g, offs_j, offs_p, mj, mp, H, P):
-    # (BLOCK_H, BLOCK_P) tile W[g*H + j, p], for dgate_g @ W_g.
-    return tl.load(w_ptr + (g * H + offs_j.to(tl.int64))[:, None] * P + offs_p[None, :],
-                   mask=mj[:, None] & mp[None, :], other=0.0).to(tl.float32)
+def _gate_w(w_ptr, g, offs_j, offs_p, mj, mp, H, P, TRANSPOSED: tl.constexpr):
+    rows = g * H + offs_j.to(tl.int64)
+    if TRANSPOSED:
+        # (BLOCK_P, BLOCK_H) tile W[g*H + j, p]^T, for h @ W_g^T.
+        w = tl.load(w_ptr + rows[None, :] * P + offs_p[:, None],
+                    mask=mp[:, None] & mj[None, :], other=0.0)
+    else:
+        # (BLOCK_H, BLOCK_P) tile W[g*H + j, p], for dgate_g @ W_g.
+        w = tl.load(w_ptr + rows[:, None] * P + offs_p[None, :],
+                    mask=mj[:, None] & mp[None, :], other=0.0)
+    return w.to(tl.float32)
+
+
+@triton.jit
+def _gate_weights(w_ptr, offs_j, offs_p, mj, mp, H, P, G: tl.constexpr,
+                  TRANSPOSED: tl.constexpr):
+    # One W_hh tile per gate, kept in registers for the whole sequence. Cells with fewer than
+    # 4 gates get gate 0's tile in the unused places (never read).
+    w0 = _gate_w(w_ptr, 0, offs_j, offs_p, mj, mp, H, P, TRANSPOSED)
+    w1 = w0
+    w2 = w0
+    w3 = w0
+    if G > 1:
+        w1 = _gate_w(w_ptr, 1, offs_j, offs_p, mj, mp, H, P, TRANSPOSED)
+    if G > 2:
+        w2 = _gate_w(w_ptr, 2, offs_j, offs_p, mj, mp, H, P, TRANSPOSED)
+    if G > 3:
+        w3 = _gate_w(w_ptr, 3, offs_j, offs_p, mj, mp, H, P, TRANSPOSED)
+    return w0, w1, w2, w3
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -36,35 +79,17 @@ def fwd_persistent_kernel(
     PROJ: tl.constexpr, SAVE: tl.constexpr, REVERSE: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_j = tl.arange(0, BLOCK_H)
-    offs_p = tl.arange(0, BLOCK_P)
-    mb = offs_b < B
-    mj = offs_j < H
-    mp = offs_p < P
-    mbh = mb[:, None] & mj[None, :]
-    mbp = mb[:, None] & mp[None, :]
-    brow = offs_b.to(tl.int64)
+    offs_b, offs_j, offs_p, mb, mj, mp, mbh, mbp, brow = _batch_tile(
+        B, H, P, BLOCK_B, BLOCK_H, BLOCK_P)
 
-    w0 = _gate_w_t(w_ptr, 0, offs_j, offs_p, mj, mp, H, P)
-    w1 = w0
-    w2 = w0
-    w3 = w0
-    if G > 1:
-        w1 = _gate_w_t(w_ptr, 1, offs_j, offs_p, mj, mp, H, P)
-    if G > 2:
-        w2 = _gate_w_t(w_ptr, 2, offs_j, offs_p, mj, mp, H, P)
-    if G > 3:
-        w3 = _gate_w_t(w_ptr, 3, offs_j, offs_p, mj, mp, H, P)
+    w0, w1, w2, w3 = _gate_weights(w_ptr, offs_j, offs_p, mj, mp, H, P, G, TRANSPOSED=True)
     if PROJ:
         # (BLOCK_H, BLOCK_P) tile W_hr[p, j]^T, for hp @ W_hr^T.
         wr = tl.load(wr_ptr + offs_p.to(tl.int64)[None, :] * H + offs_j[:, None],
                      mask=mj[:, None] & mp[None, :], other=0.0).to(tl.float32)
     if HAS_BHN:
         bhn = tl.load(bhn_ptr + offs_j, mask=mj, other=0.0).to(tl.float32)[None, :]
-    if HAS_LEN:
-        L = tl.load(len_ptr + offs_b, mask=mb, other=0)
+    L = load_lengths(len_ptr, offs_b, mb, HAS_LEN)
 
     h = tl.load(h0_ptr + brow[:, None] * P + offs_p[None, :], mask=mbp, other=0.0).to(tl.float32)
     c = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
@@ -77,26 +102,16 @@ def fwd_persistent_kernel(
             t = T - 1 - s
         else:
             t = s
-        if HAS_LEN:
-            live = (t < L)[:, None]
-        else:
-            live = (offs_b >= 0)[:, None]
+        live = live_rows(L, offs_b, t, HAS_LEN)
         trow = (t * B + offs_b).to(tl.int64)
         xidx = trow[:, None] * (G * H) + offs_j[None, :]
         aidx = trow[:, None] * H + offs_j[None, :]
         if CELL == 0:
-            i = sigmoid(mm(h, w0) + tl.load(xg_ptr + xidx, mask=mbh, other=0.0).to(tl.float32))
-            f = sigmoid(mm(h, w1) + tl.load(xg_ptr + xidx + H, mask=mbh, other=0.0).to(tl.float32))
-            g = tanh(mm(h, w2) + tl.load(xg_ptr + xidx + 2 * H, mask=mbh, other=0.0).to(tl.float32))
-            o = sigmoid(mm(h, w3) + tl.load(xg_ptr + xidx + 3 * H, mask=mbh,
-                                            other=0.0).to(tl.float32))
-            c_new = f * c + i * g
-            hp = o * tanh(c_new)
+            x_i, x_f, x_g, x_o = load_4_gates(xg_ptr, xidx, H, mbh)
+            i, f, g, o, c_new, hp = lstm_update(mm(h, w0) + x_i, mm(h, w1) + x_f,
+                                                mm(h, w2) + x_g, mm(h, w3) + x_o, c)
             if SAVE:
-                tl.store(gates_ptr + xidx, i, mask=mbh)
-                tl.store(gates_ptr + xidx + H, f, mask=mbh)
-                tl.store(gates_ptr + xidx + 2 * H, g, mask=mbh)
-                tl.store(gates_ptr + xidx + 3 * H, o, mask=mbh)
+                store_4_gates(gates_ptr, xidx, H, mbh, i, f, g, o)
                 tl.store(aux_ptr + aidx, c_new, mask=mbh)
             if PROJ:
                 if SAVE:
@@ -109,19 +124,14 @@ def fwd_persistent_kernel(
             hn = mm(h, w2)
             if HAS_BHN:
                 hn += bhn
-            r = sigmoid(mm(h, w0) + tl.load(xg_ptr + xidx, mask=mbh, other=0.0).to(tl.float32))
-            z = sigmoid(mm(h, w1) + tl.load(xg_ptr + xidx + H, mask=mbh, other=0.0).to(tl.float32))
-            n = tanh(tl.load(xg_ptr + xidx + 2 * H, mask=mbh, other=0.0).to(tl.float32) + r * hn)
-            h_new = (1.0 - z) * n + z * h
+            x_r, x_z, x_n = load_3_gates(xg_ptr, xidx, H, mbh)
+            r, z, n, h_new = gru_update(mm(h, w0) + x_r, mm(h, w1) + x_z, x_n, hn, h)
             if SAVE:
-                tl.store(gates_ptr + xidx, r, mask=mbh)
-                tl.store(gates_ptr + xidx + H, z, mask=mbh)
-                tl.store(gates_ptr + xidx + 2 * H, n, mask=mbh)
+                store_3_gates(gates_ptr, xidx, H, mbh, r, z, n)
                 tl.store(aux_ptr + aidx, hn, mask=mbh)
-        elif CELL == 2:
-            h_new = tanh(mm(h, w0) + tl.load(xg_ptr + xidx, mask=mbh, other=0.0).to(tl.float32))
         else:
-            h_new = relu(mm(h, w0) + tl.load(xg_ptr + xidx, mask=mbh, other=0.0).to(tl.float32))
+            x = tl.load(xg_ptr + xidx, mask=mbh, other=0.0).to(tl.float32)
+            h_new = rnn_update(mm(h, w0) + x, RELU=CELL == 3)
         tl.store(out_ptr + trow[:, None] * P + offs_p[None, :],
                  tl.where(live, h_new, 0.0).to(out_ptr.dtype.element_ty), mask=mbp)
         h = tl.where(live, h_new, h)
@@ -141,34 +151,16 @@ def bwd_persistent_kernel(
     REVERSE: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_j = tl.arange(0, BLOCK_H)
-    offs_p = tl.arange(0, BLOCK_P)
-    mb = offs_b < B
-    mj = offs_j < H
-    mp = offs_p < P
-    mbh = mb[:, None] & mj[None, :]
-    mbp = mb[:, None] & mp[None, :]
-    brow = offs_b.to(tl.int64)
+    offs_b, offs_j, offs_p, mb, mj, mp, mbh, mbp, brow = _batch_tile(
+        B, H, P, BLOCK_B, BLOCK_H, BLOCK_P)
     sidx = brow[:, None] * H + offs_j[None, :]
 
-    w0 = _gate_w(w_ptr, 0, offs_j, offs_p, mj, mp, H, P)
-    w1 = w0
-    w2 = w0
-    w3 = w0
-    if G > 1:
-        w1 = _gate_w(w_ptr, 1, offs_j, offs_p, mj, mp, H, P)
-    if G > 2:
-        w2 = _gate_w(w_ptr, 2, offs_j, offs_p, mj, mp, H, P)
-    if G > 3:
-        w3 = _gate_w(w_ptr, 3, offs_j, offs_p, mj, mp, H, P)
+    w0, w1, w2, w3 = _gate_weights(w_ptr, offs_j, offs_p, mj, mp, H, P, G, TRANSPOSED=False)
     if PROJ:
         # (BLOCK_P, BLOCK_H) tile W_hr[p, j], for dh @ W_hr.
         wr = tl.load(wr_ptr + offs_p.to(tl.int64)[:, None] * H + offs_j[None, :],
                      mask=mp[:, None] & mj[None, :], other=0.0).to(tl.float32)
-    if HAS_LEN:
-        L = tl.load(len_ptr + offs_b, mask=mb, other=0)
+    L = load_lengths(len_ptr, offs_b, mb, HAS_LEN)
 
     dh = tl.load(ghn_ptr + brow[:, None] * P + offs_p[None, :], mask=mbp, other=0.0).to(tl.float32)
     dc = tl.zeros((BLOCK_B, BLOCK_H), tl.float32)
@@ -181,23 +173,10 @@ def bwd_persistent_kernel(
         # Backward walks the steps in the opposite order of the forward.
         if REVERSE:
             t = s
-            t_prev = t + 1
         else:
             t = T - 1 - s
-            t_prev = t - 1
-        if HAS_LEN:
-            live = (t < L)[:, None]
-        else:
-            live = (offs_b >= 0)[:, None]
-        # State before step t: saved state of the previous step in walk order if that one was
-        # live, else the initial state.
-        # Per-row vectors: the interpreter rejects masks built from scalar booleans.
-        tpv = offs_b * 0 + t_prev
-        pvb = (tpv >= 0) & (tpv < T)
-        if HAS_LEN:
-            pvb = pvb & (tpv < L)
-        pvb = pvb[:, None]
-        t_prev = tl.minimum(tl.maximum(t_prev, 0), T - 1)
+        live = live_rows(L, offs_b, t, HAS_LEN)
+        t_prev, has_prev = previous_step(t, offs_b, L, T, HAS_LEN, REVERSE)
         trow = (t * B + offs_b).to(tl.int64)
         gidx = trow[:, None] * (G * H) + offs_j[None, :]
         aidx = trow[:, None] * H + offs_j[None, :]
@@ -212,48 +191,23 @@ def bwd_persistent_kernel(
         else:
             dhp = dh_t
         if CELL == 0:
-            i = tl.load(gates_ptr + gidx, mask=mbh, other=0.0)
-            f = tl.load(gates_ptr + gidx + H, mask=mbh, other=0.0)
-            g = tl.load(gates_ptr + gidx + 2 * H, mask=mbh, other=0.0)
-            o = tl.load(gates_ptr + gidx + 3 * H, mask=mbh, other=0.0)
-            tc = tanh(tl.load(aux_ptr + aidx, mask=mbh, other=0.0))
-            c_prev = tl.where(pvb, tl.load(aux_ptr + pidx, mask=mbh & pvb, other=0.0), init)
-            dc_t = dc + dhp * o * (1.0 - tc * tc)
-            d_i = tl.where(live, dc_t * g * i * (1.0 - i), 0.0)
-            d_f = tl.where(live, dc_t * c_prev * f * (1.0 - f), 0.0)
-            d_g = tl.where(live, dc_t * i * (1.0 - g * g), 0.0)
-            d_o = tl.where(live, dhp * tc * o * (1.0 - o), 0.0)
-            tl.store(dg_ptr + gidx, d_i, mask=mbh)
-            tl.store(dg_ptr + gidx + H, d_f, mask=mbh)
-            tl.store(dg_ptr + gidx + 2 * H, d_g, mask=mbh)
-            tl.store(dg_ptr + gidx + 3 * H, d_o, mask=mbh)
+            i, f, g, o = load_4_gates(gates_ptr, gidx, H, mbh)
+            c_t = tl.load(aux_ptr + aidx, mask=mbh, other=0.0)
+            c_prev = state_before_step(aux_ptr, pidx, mbh, has_prev, init)
+            d_i, d_f, d_g, d_o, dc = lstm_backward(i, f, g, o, c_t, c_prev, dhp, dc, live)
+            store_4_gates(dg_ptr, gidx, H, mbh, d_i, d_f, d_g, d_o)
             dh_new = mm(d_i, w0) + mm(d_f, w1) + mm(d_g, w2) + mm(d_o, w3)
-            dc = tl.where(live, dc_t * f, dc)
         elif CELL == 1:
-            r = tl.load(gates_ptr + gidx, mask=mbh, other=0.0)
-            z = tl.load(gates_ptr + gidx + H, mask=mbh, other=0.0)
-            n = tl.load(gates_ptr + gidx + 2 * H, mask=mbh, other=0.0)
+            r, z, n = load_3_gates(gates_ptr, gidx, H, mbh)
             hn = tl.load(aux_ptr + aidx, mask=mbh, other=0.0)
-            h_prev = tl.where(pvb, tl.load(out_ptr + pidx, mask=mbh & pvb,
-                                           other=0.0).to(tl.float32), init)
-            d_n = tl.where(live, dh_t * (1.0 - z) * (1.0 - n * n), 0.0)
-            d_z = tl.where(live, dh_t * (h_prev - n) * z * (1.0 - z), 0.0)
-            d_r = tl.where(live, d_n * hn * r * (1.0 - r), 0.0)
-            d_nh = d_n * r
-            tl.store(dg_ptr + gidx, d_r, mask=mbh)
-            tl.store(dg_ptr + gidx + H, d_z, mask=mbh)
-            tl.store(dg_ptr + gidx + 2 * H, d_n, mask=mbh)
-            tl.store(dgh_ptr + gidx, d_r, mask=mbh)
-            tl.store(dgh_ptr + gidx + H, d_z, mask=mbh)
-            tl.store(dgh_ptr + gidx + 2 * H, d_nh, mask=mbh)
-            dh_new = dh_t * z + mm(d_r, w0) + mm(d_z, w1) + mm(d_nh, w2)
+            h_prev = state_before_step(out_ptr, pidx, mbh, has_prev, init)
+            d_r, d_z, d_n, d_nh, dh_via_z = gru_backward(r, z, n, hn, h_prev, dh_t, live)
+            store_3_gates(dg_ptr, gidx, H, mbh, d_r, d_z, d_n)
+            store_3_gates(dgh_ptr, gidx, H, mbh, d_r, d_z, d_nh)
+            dh_new = dh_via_z + mm(d_r, w0) + mm(d_z, w1) + mm(d_nh, w2)
         else:
-            hcur = tl.load(out_ptr + aidx, mask=mbh, other=0.0).to(tl.float32)
-            if CELL == 2:
-                slope = 1.0 - hcur * hcur
-            else:
-                slope = tl.where(hcur > 0, 1.0, 0.0)
-            d = tl.where(live, dh_t * slope, 0.0)
+            h_t = tl.load(out_ptr + aidx, mask=mbh, other=0.0).to(tl.float32)
+            d = rnn_backward(h_t, dh_t, live, RELU=CELL == 3)
             tl.store(dg_ptr + gidx, d, mask=mbh)
             dh_new = mm(d, w0)
         dh = tl.where(live, dh_new, dh)
