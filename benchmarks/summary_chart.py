@@ -6,7 +6,7 @@ training). Each bar runs from 1.0x (torch.nn's time) to the provider's speedup o
 so 2x faster and 2x slower are the same length, and carries its value ("1.57x"). The title names
 the machine, the dtype and the date. Fonts are large enough to read at the README's width.
 
-Run: python benchmarks/summary_chart.py --json benchmarks/results/cpu-2026-11-26-zen4-11.json \
+Run: python benchmarks/summary_chart.py --json benchmarks/results/cpu-2026-12-07-zen4.json \
          --out docs/speed-cpu-zen4.png [--provider fastrnn-auto] [--dtype float32]
          [--machine "AMD EPYC (Zen 4, 2 cores)"]
 
