@@ -49,7 +49,7 @@ class Tuning:
     lstm_short_torch: tuple = _rule(
         "below lstm_short_steps: whether torch's LSTM was faster, [training][batch bucket]"
         "[hidden bucket] over few_steps_batches x few_steps_hidden",
-        "cpu-short-lstm-2026-11-26-zen4.md")
+        "cpu-short-lstm-2026-12-07-zen4.md")
     few_steps_batches: tuple = _rule(
         "batch buckets of the short-sequence tables (beyond the last: fastrnn)",
         "cpu-short-sequences-2026-11-26-zen4.md")
@@ -161,10 +161,12 @@ class Tuning:
         "reads it", "cpu-own-weight-grads-2026-11-26-zen4.md", compiled=True)
 
 
+# Re-measured twice on 2026-12-07 (a cell is torch's where the median over 2-24 steps was above
+# 1.10 in both runs): training unchanged; five inference cells changed.
 _LSTM_SHORT_TORCH = (
     # inference: batch up to 1, 4, 16, 64 rows x hidden up to 64, 128, 256, 512
-    ((False, True, False, False), (False, True, True, False),
-     (True, True, True, True), (True, True, True, False)),
+    ((False, False, True, False), (False, False, True, False),
+     (False, True, True, False), (True, True, True, False)),
     # training
     ((False, True, False, False), (False, True, False, False),
      (True, True, False, False), (True, True, False, False)),
@@ -311,7 +313,7 @@ def measured(name):
 # which uses every core even for a single sequence and runs close to the machine's GEMM rate.
 # benchmarks/native_lstm_crossover.py (T = 100) and benchmarks/short_sequence_crossover.py
 # (T = 2-64) measure fastrnn's numba backend against it (input size = H, recorded in
-# benchmarks/results/cpu-native-lstm-2026-12-07-zen4.md and cpu-short-lstm-2026-11-26-zen4.md),
+# benchmarks/results/cpu-native-lstm-2026-12-07-zen4.md and cpu-short-lstm-2026-12-07-zen4.md),
 # and `auto` calls torch where torch was faster in two runs by more than their spread (~10%),
 # so swapping torch.nn.LSTM for fastrnn.LSTM does not slow an LSTM down there:
 # - from 32 steps, inference (two runs at T = 100, 2026-12-07): torch was faster in both only at
@@ -323,13 +325,16 @@ def measured(name):
 #   with 16-64 rows, 128 with up to 32 and 256 with 4-16 measured 0.89-1.11x now, within 8% of
 #   1 wherever both runs agree); fastrnn is 1.1-1.5x faster at 64 rows of H = 128-512 and
 #   1.2-3.3x at H = 1024;
-# - below 32 steps fastrnn's fixed cost per call (packing the weights, Python) weighs more, and
-#   torch won at most sizes from 16 rows and at H = 128-256 with few rows, by 5-80%; fastrnn kept
-#   one row of H = 256, up to 4 rows of H = 64 and of H = 512 (up to 2.8x faster there), and in
-#   training up to 4 rows of H = 256 and 16-64 rows of H = 256-512 (_LSTM_SHORT_TORCH).
+# - below 32 steps fastrnn's fixed cost per call (packing the weights, Python) weighs more
+#   (two runs over 2-24 steps, 2026-12-07, cpu-short-lstm-2026-12-07-zen4.md; a cell is torch's
+#   where the median over the lengths was above 1.10 in both): in inference torch won 129-256
+#   units up to 4 rows, 65-256 units from 5 rows and any H <= 256 from 17 rows (1.13-1.49); in
+#   training 65-128 units up to 4 rows and H <= 128 from 5 rows (1.12-1.41). fastrnn keeps
+#   the rest, up to 2.3x faster at 257-512 units in training (_LSTM_SHORT_TORCH).
 # A hidden size takes the table row of the smallest measured size at least as large; beyond 512
 # (and, below 32 steps, beyond 64 rows) the longer-sequence rule applies. Those bands are the
-# AMD EPYC ones; Intel CPUs have their own, measured on a Xeon (INTEL above; not re-measured).
+# AMD EPYC ones; Intel CPUs have their own from 32 steps, measured on a Xeon (INTEL above; not
+# re-measured), and take Zen 4's table below 32 steps (not measured on a Xeon).
 #
 # Everything else keeps fastrnn's kernels: GRU and RNN (torch runs them unfused: fastrnn is
 # 1.2-10x faster), projections and packed input (torch leaves oneDNN for those), other dtypes, an

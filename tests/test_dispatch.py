@@ -56,8 +56,8 @@ def _faster_training(B, H):
 @needs_onednn
 @pytest.mark.parametrize("kwargs", [{}, dict(num_layers=2, bidirectional=True, batch_first=True)])
 def test_auto_runs_torch_lstm_where_it_is_faster(handoffs, kwargs):
-    ref, ours = _pair(128, **kwargs)
-    x = torch.randn(3, 3, 128)          # 3 rows of H = 128, batch_first or not
+    ref, ours = _pair(256, **kwargs)
+    x = torch.randn(3, 3, 256)          # 3 steps of 3 rows of H = 256, batch_first or not
     with torch.no_grad():
         got, (h, c) = ours(x)
         flat = fastrnn.functional.lstm(x, None, ours._flat_weights, num_layers=ours.num_layers,
@@ -138,16 +138,18 @@ def test_training_keeps_fastrnn_where_it_is_faster(handoffs):
 
 @needs_onednn
 def test_short_lstm_rule_matches_the_measured_crossover(cpu_family):
-    # benchmarks/results/cpu-short-lstm-2026-11-26-zen4.md: below 32 steps a table per batch
+    # benchmarks/results/cpu-short-lstm-2026-12-07-zen4.md: below 32 steps a table per batch
     # and hidden-size bucket, from 32 steps the T = 100 bands (of either family).
     def faster(training, T, B, H):
         return dispatch._lstm_faster_in_torch(current(), training, T, B, H)
 
     assert current().lstm_short_steps == 32
     assert faster(False, 4, 16, 128) and not faster(False, 32, 16, 128)
-    assert not faster(False, 8, 1, 256) and not faster(False, 8, 4, 64)
-    assert faster(False, 8, 16, 64) and not faster(False, 40, 16, 64)
-    assert faster(False, 8, 1, 128) and not faster(False, 40, 1, 128)
+    assert faster(False, 8, 1, 256) and not faster(False, 8, 1, 128)
+    assert not faster(False, 8, 4, 64) and not faster(False, 8, 16, 64)
+    assert faster(False, 8, 64, 64) and not faster(False, 40, 64, 64)
+    assert faster(False, 8, 4, 256) and not faster(False, 40, 4, 256)
+    assert not faster(False, 8, 16, 512) and not faster(False, 8, 4, 128)
     assert not faster(True, 8, 8, 256) and faster(True, 40, 8, 256) == _faster_training(8, 256)
     assert faster(True, 2, 64, 128) and not faster(True, 100, 64, 128)
     assert not faster(False, 8, 100, 128)               # beyond 64 rows: the T = 100 bands
@@ -214,7 +216,7 @@ def test_benchmark_names_the_handoff(monkeypatch, cpu_family):
     from fastrnn.bench import providers
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     auto, numba = providers.get("fastrnn-auto"), providers.get("fastrnn-numba")
-    size = SimpleNamespace(T=10, B=4, I=128, H=128)
+    size = SimpleNamespace(T=10, B=16, I=128, H=128)
     line = auto.strategy("lstm", size, torch.float32, "cpu")
     # Inference and training both torch's fused oneDNN LSTM (the new line names each mode).
     assert line.startswith("inference: torch's own (oneDNN's fused LSTM): inference: torch's "
@@ -671,7 +673,7 @@ def test_explain_names_the_handoff(monkeypatch, cpu_family):
     # What native.explain said as a line: the mode (inference, training) and oneDNN's LSTM.
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     lstm = fastrnn.LSTM(128, 128, num_layers=2, bidirectional=True)
-    x = torch.randn(10, 4, 128)
+    x = torch.randn(10, 16, 128)
     with torch.no_grad():
         explanation = fastrnn.explain(lstm, x)
     assert explanation.backend == "torch"
@@ -691,8 +693,8 @@ def test_explain_names_the_handoff(monkeypatch, cpu_family):
                       "(tuning: lstm_torch_inference)")
     assert fastrnn.explain(lstm, x).backend == "numba"
     assert fastrnn.explain(fastrnn.GRU(128, 128), torch.randn(10, 4, 128)).backend == "numba"
-    assert "cuDNN" not in dispatch.choose(_call("lstm", T=10, B=4, H=128)).reason
-    assert "oneDNN" in dispatch.torch_measured_faster(_call("lstm", T=10, B=4, H=128))
+    assert "cuDNN" not in dispatch.choose(_call("lstm", T=10, B=16, H=128)).reason
+    assert "oneDNN" in dispatch.torch_measured_faster(_call("lstm", T=10, B=16, H=128))
 
 
 def test_explain_on_a_cell(monkeypatch):
@@ -731,15 +733,15 @@ def chooses(monkeypatch):
 
 @needs_onednn
 def test_each_call_dispatches_once(chooses):
-    lstm = fastrnn.LSTM(128, 128).eval()
+    lstm = fastrnn.LSTM(256, 256).eval()
     gru = fastrnn.GRU(32, 32).eval()
     with torch.no_grad():
-        lstm(torch.randn(3, 3, 128))                         # batched, handed to torch
+        lstm(torch.randn(3, 3, 256))                         # batched, handed to torch
         assert chooses == ["torch"]
         gru(torch.randn(16, 3, 32))                          # batched, fastrnn's
         assert chooses == ["torch", "numba"]
         del chooses[:]
-        lstm(torch.randn(3, 128))                            # unbatched
+        lstm(torch.randn(3, 256))                            # unbatched
         assert chooses == ["torch"]
         gru(torch.randn(16, 32))
         assert chooses == ["torch", "numba"]
@@ -747,7 +749,7 @@ def test_each_call_dispatches_once(chooses):
         gru(pack_padded_sequence(torch.randn(2, 3, 32), torch.tensor([2, 2, 1])))   # packed
         assert chooses == ["numba"]
         del chooses[:]
-        fastrnn.functional.lstm(torch.randn(3, 3, 128), None, lstm._flat_weights)
+        fastrnn.functional.lstm(torch.randn(3, 3, 256), None, lstm._flat_weights)
         assert chooses == ["torch"]
         fastrnn.functional.gru(torch.randn(16, 3, 32), None, gru._flat_weights)
         assert chooses == ["torch", "numba"]
