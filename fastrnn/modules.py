@@ -59,8 +59,11 @@ class _BackendMixin:
         return twin
 
     def __setstate__(self, state):
+        # Unpickling (torch.load, weights_only too) runs nn.Module's __setstate__ and this check
+        # only: a checkpoint naming an unknown backend is refused with the ValueError a
+        # constructor would raise. Pickles from before the backend option load as "auto".
         super().__setstate__(state)
-        self.__dict__.setdefault("backend", "auto")
+        self._set_backend(self.__dict__.get("backend", "auto"))
 
 
 class _StackMixin(_BackendMixin):
