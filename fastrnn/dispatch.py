@@ -55,6 +55,7 @@ class Call(NamedTuple):
     projected: bool = False    # an LSTM with proj_size
     packed: bool = False       # PackedSequence input
     layer_dropout: bool = False  # dropout between layers, in training
+    step_path: bool = False    # one step run by fastrnn/step_path.py's plan
 
 
 class Choice(NamedTuple):
@@ -121,10 +122,26 @@ def capture():
     return None
 
 
+try:
+    # os.environ's own dict, read without its per-lookup encoding (~0.7 us of a step that
+    # costs ~10): the step path reads it on every call. Every change to os.environ lands in it.
+    _ENV_DATA, _ENV_KEY = os.environ._data, os.environ.encodekey(ENV_VAR)
+except AttributeError:  # not CPython's os.environ
+    _ENV_DATA = None
+
+
+def env_backend():
+    """FASTRNN_BACKEND as set now (None when unset or empty)."""
+    if _ENV_DATA is None:
+        return os.environ.get(ENV_VAR) or None
+    value = _ENV_DATA.get(_ENV_KEY)
+    return os.environ.decodevalue(value) if value else None
+
+
 def requested(backend):
     """The backend a call asked for, FASTRNN_BACKEND applied to "auto"."""
     if backend == "auto":
-        return check_name(os.environ.get(ENV_VAR) or "auto")
+        return check_name(env_backend() or "auto")
     return backend
 
 
@@ -170,6 +187,13 @@ def torch_measured_faster(call):
     if call.device.type != "cpu" or call.dtype != torch.float32:
         return None         # the hand-offs were measured for float32 on CPU only
     rules = current()
+    if call.step_path:
+        # fastrnn/step_path.py's plans, measured against torch.nn's module and cell over the
+        # step benchmark's grid (benchmarks/results/cpu-step-*.md).
+        if call.grad and _step_faster_in_torch(rules, call.kind, call.cell, call.batch):
+            return ("one step under autograd: torch's op measured faster than fastrnn's step "
+                    "Function here (tuning: step_grad_torch)")
+        return None
     if call.cell:
         if call.grad:
             return "training a cell: torch's cell measured faster (tuning: cell_min_weight_bytes)"
@@ -222,6 +246,14 @@ def _lstm_faster_in_torch(rules, training, T, B, H):
             return rules.lstm_short_torch[training][b][h]
     bands = rules.lstm_torch_training if training else rules.lstm_torch_inference
     return _in_band(bands, rules.lstm_hidden_buckets, B, H)
+
+
+def _step_faster_in_torch(rules, kind, cell, B):
+    bucket = _bucket(B, rules.few_steps_batches)
+    for key, batches in rules.step_grad_torch:
+        if key == (kind, "cell" if cell else "module"):
+            return bucket is not None and rules.few_steps_batches[bucket] in batches
+    return False
 
 
 def _cell_faster_in_torch(rules, B, weight_bytes):
@@ -309,7 +341,20 @@ def explain(module, input, hx=None):
         layers, I = module.num_layers, module.input_size
         P = module.proj_size if projected else module.hidden_size
         directions = 2 if module.bidirectional else 1
+    if (call.steps == 1 and not call.packed and not call.layer_dropout
+            and call.device.type == "cpu" and call.dtype in (torch.float32, torch.float64)
+            and not (call.grad and directions == 2) and call.batch <= current().step_max_rows
+            and call.hidden <= current().step_max_hidden):
+        # What fastrnn/step_path.py asks for such a call (from its second call on: the first
+        # one goes the general way, and its success makes the plan).
+        call = call._replace(step_path=True)
     choice = choose(call)
+    if call.step_path and getattr(choice.module, "stack_step", None) is not None:
+        how = ("under autograd, as ops' step Functions" if call.grad else "in this thread"
+               if call.batch < current().step_split_min_rows else
+               "its rows split over the threads where step_split_min_macs says")
+        return Explanation(choice.name, "the step path: " + choice.reason,
+                           [f"one compiled step per layer and direction ({how})"])
     if call.cell and choice.name == "torch":
         return Explanation(choice.name, choice.reason, [f"torch.nn.{module._torch_name()}'s step"])
     describe = getattr(choice.module, "explain", None)

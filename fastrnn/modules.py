@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import dispatch, functional, torch_backend
+from . import dispatch, functional, step_path, torch_backend
 
 
 class _BackendMixin:
@@ -58,6 +58,14 @@ class _BackendMixin:
         twin.__class__ = self._torch_class
         return twin
 
+    def __getstate__(self):
+        # The step path's plan (packed weights, compiled kernels) is rebuilt on first use.
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state.pop("_step_plan", None)
+        state.pop("_stream_plan", None)
+        return state
+
     def __setstate__(self, state):
         # Unpickling (torch.load, weights_only too) runs nn.Module's __setstate__ and this check
         # only: a checkpoint naming an unknown backend is refused with the ValueError a
@@ -88,9 +96,14 @@ class _StackMixin(_BackendMixin):
         return True
 
     def forward(self, input, hx=None):
+        result = step_path.step(self, input, hx)
+        if result is not None:
+            return result
         captured = dispatch.capture()
         if captured is None:
-            return self._forward(input, hx)
+            result = self._forward(input, hx)
+            step_path.remember(self, input, hx)
+            return result
         if captured == "compile":
             # Dynamo does not trace torch.nn's RNN modules (they run eagerly, between graphs);
             # this one runs eagerly too, on fastrnn's kernels.
@@ -160,6 +173,46 @@ class _StackMixin(_BackendMixin):
             hidden = tuple(h.squeeze(1) for h in hidden) if lstm else hidden.squeeze(1)
         return output, self.permute_hidden(hidden, unsorted_indices)
 
+    def init_state(self, batch=1):
+        """The zero state that ``step()`` starts from: (h, c) for an LSTM, h otherwise, shaped
+        as forward()'s hx (num_layers * num_directions, batch, size), or without the batch
+        dimension for ``batch=None`` (unbatched steps), on the weights' device and dtype."""
+        if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool)
+                                  or batch < 0):
+            raise ValueError(f"init_state: batch must be a non-negative int or None (unbatched), "
+                             f"got {batch!r}")
+        w = self._flat_weights[0]
+        lead = (self.num_layers * (2 if self.bidirectional else 1),)
+        rows = () if batch is None else (batch,)
+        P = self.proj_size if getattr(self, "proj_size", 0) > 0 else self.hidden_size
+        h = torch.zeros(lead + rows + (P,), dtype=w.dtype, device=w.device)
+        if not self._has_cell_state:
+            return h
+        return h, torch.zeros(lead + rows + (self.hidden_size,), dtype=w.dtype, device=w.device)
+
+    def step(self, input, state=None):
+        """One time step: ``y, state = model.step(x_t, state)`` with x_t (batch, input_size),
+        or (input_size,) unbatched, whatever batch_first says; y (batch, D * hidden) is that
+        step's output and state the new (h, c) or h, as forward() would return them for the
+        sequence so far (``state=None``: zeros, as ``init_state``). Stepping a sequence through
+        equals forward() over all of it. Each call returns fresh tensors (none aliases a result
+        of an earlier step)."""
+        result = step_path.step(self, input, state, step_path.STREAM)
+        if result is not None:
+            return result
+        if self.bidirectional:
+            raise ValueError(f"{self._torch_name()}.step: a bidirectional layer's reverse "
+                             "direction reads the whole sequence; call forward() on it")
+        if not isinstance(input, torch.Tensor) or input.dim() not in (1, 2):
+            what = f"{input.dim()}-D" if isinstance(input, torch.Tensor) else type(input).__name__
+            raise ValueError(f"{self._torch_name()}.step: expected one time step, (batch, "
+                             f"input_size) or (input_size,), got {what}; for a whole sequence "
+                             "call forward()")
+        time_dim = 1 if self.batch_first and input.dim() == 2 else 0
+        output, state_out = self(input.unsqueeze(time_dim), state)
+        step_path.remember(self, input, state, step_path.STREAM)
+        return output.squeeze(time_dim), state_out
+
     def _check_packed_hx(self, hx):
         """torch.nn.LSTM checks a packed call's hx only inside its LSTM op: the same exception
         types here (hx that is not an (h_0, c_0) pair of tensors is a TypeError)."""
@@ -217,9 +270,17 @@ class _CellMixin(_BackendMixin):
     _is_cell = True
 
     def forward(self, input, hx=None):
+        result = step_path.step(self, input, hx)
+        if result is not None:
+            return result
         if dispatch.capture() is not None:
             # Recorded into a graph (torch.compile included: a cell traces well) as torch.nn's.
             return self._torch_class.forward(self, input, hx)
+        result = self._forward(input, hx)
+        step_path.remember(self, input, hx)
+        return result
+
+    def _forward(self, input, hx):
         name = self._torch_name()
         lstm = self._has_cell_state
         if input.dim() not in (1, 2):

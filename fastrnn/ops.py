@@ -248,6 +248,58 @@ class RNNFunction(torch.autograd.Function):
 
 
 
+# ------------------------------------------------------------------ one prepared step
+# The step path (fastrnn/step_path.py) runs a one-step layer under autograd with a step the
+# backend prepared once (packed weights, no planning). ``run(x, h0, c0)`` returns (out, h, c,
+# saved) as the backend's forward would for T = 1, so the backward is the Function's own.
+
+
+class LSTMStepFunction(LSTMFunction):
+    """(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, run, backend) -> (out, h, c)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, run, backend):
+        out, h, c, saved = run(x, h0, c0)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, None, out, *saved)
+        ctx.reverse, ctx.backend = False, backend
+        return out, h, c
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h, grad_c):
+        return LSTMFunction.backward(ctx, grad_out, grad_h, grad_c)[:8] + (None, None)
+
+
+class GRUStepFunction(GRUFunction):
+    """(x, h0, w_ih, w_hh, b_ih, b_hh, run, backend) -> (out, h)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, run, backend):
+        out, h, _, saved = run(x, h0, None)
+        b_hn = None if b_hh is None else b_hh.detach()[2 * h.shape[1]:].contiguous()
+        ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, b_hn, None, out, *saved)
+        ctx.reverse, ctx.backend = False, backend
+        return out, h
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h):
+        return GRUFunction.backward(ctx, grad_out, grad_h)[:6] + (None, None)
+
+
+class RNNStepFunction(RNNFunction):
+    """(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, run, backend) -> (out, h)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, run, backend):
+        out, h, _, saved = run(x, h0, None)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, None, out, *saved)
+        ctx.reverse, ctx.nonlinearity, ctx.backend = False, nonlinearity, backend
+        return out, h
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h):
+        return RNNFunction.backward(ctx, grad_out, grad_h)[:6] + (None, None, None)
+
+
 class _InferenceContext:
     """Stands in for autograd's ctx when nothing needs a gradient (eval, torch.no_grad):
     the Function's forward then runs as a plain call, without autograd's per-call overhead,

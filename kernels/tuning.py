@@ -60,6 +60,16 @@ class Tuning:
         "GRU/RNN with 2-8 steps: the most steps at which torch's own GRU/RNN measured faster, "
         "as ((kind, training), table[batch bucket][hidden bucket]) pairs; 0: fastrnn even at 2",
         "cpu-short-sequences-2026-12-07-zen4.md")
+    step_max_rows: int = _rule(
+        "one-step calls (a module at seq_len 1, a cell) of up to this many rows take the step "
+        "path (fastrnn/step_path.py); larger ones, beyond the step benchmark's grid, take the "
+        "general path and the rules below", "cpu-step-2026-12-08-zen4.md")
+    step_max_hidden: int = _rule("the same for the hidden size", "cpu-step-2026-12-08-zen4.md")
+    step_grad_torch: tuple = _rule(
+        "under autograd, the step path's calls that torch's own op (called directly) ran "
+        "faster than fastrnn's step Function (whose autograd.Function costs ~15 us alone): "
+        "((kind, 'module' or 'cell'), batch buckets of few_steps_batches) pairs",
+        "cpu-step-2026-12-08-zen4.md")
     cell_min_weight_bytes: int = _rule(
         "float32 cell inference (and one-step GRU/RNN): fastrnn's single step beat torch's cell "
         "from this recurrent weight size; torch's cell below, and always in training",
@@ -111,6 +121,14 @@ class Tuning:
         "threads (each reads its share of W_hh) beat splitting the rows",
         "cpu-strategy-2026-11-26-intel.md, cpu-strategy-2026-11-26-zen4.md, "
         "cpu-lstm-rules-2026-11-26-xeon.md")
+    step_split_min_rows: int = _rule(
+        "the step path (one step of a module or cell, kernels/numba/stepper.py) splits a "
+        "step's rows over the threads from this many rows and step_split_min_macs; below, "
+        "the team's hand-off costs more than the second core gives back",
+        "cpu-step-split-2026-12-08-zen4.md")
+    step_split_min_macs: int = _rule(
+        "see step_split_min_rows: multiply-adds of the step, B x (I + P) x G",
+        "cpu-step-split-2026-12-08-zen4.md")
     split_min_macs: int = _rule(
         "a whole-sequence recurrence is split over the threads from this many multiply-adds "
         "over all steps (below, one thread is as fast: a split costs ~25 us)",
@@ -194,6 +212,11 @@ ZEN4 = Tuning(
     few_steps_batches=(1, 4, 16, 64),
     few_steps_hidden=(64, 128, 256, 512),
     few_steps_torch_max=_FEW_STEPS_TORCH_MAX,
+    step_max_rows=16,
+    step_max_hidden=512,
+    step_grad_torch=((("lstm", "module"), ()), (("gru", "module"), (1,)),
+                     (("rnn", "module"), (1,)), (("lstm", "cell"), (1, 16)),
+                     (("gru", "cell"), (16,)), (("rnn", "cell"), (1, 16))),
     cell_min_weight_bytes=4 << 20,
     cell_min_weight_bytes_many_rows=1 << 20,
     cell_many_rows=64,
@@ -210,6 +233,8 @@ ZEN4 = Tuning(
     loop_min_rows_large_weight=8,
     columns_tiers=((2, 512 << 10), (7, 1 << 20), (16, (4 << 20) + 1)),
     split_min_macs=1 << 23,
+    step_split_min_rows=4,
+    step_split_min_macs=1 << 21,
     split_min_cells=1 << 12,
     split_min_cells_one_step=1 << 15,
     pack_split_min_bytes=1 << 20,

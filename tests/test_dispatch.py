@@ -692,14 +692,17 @@ def test_explain_names_the_handoff(monkeypatch, cpu_family):
 def test_explain_on_a_cell(monkeypatch):
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     cell = fastrnn.LSTMCell(64, 64)
-    explanation = fastrnn.explain(cell, torch.randn(3, 64))
-    assert explanation.backend == "torch"
-    assert explanation.reason.startswith("training a cell")
-    assert explanation.layers == ["torch.nn.LSTMCell's step"]
+    explanation = fastrnn.explain(cell, torch.randn(3, 64))    # the step path, with autograd
+    assert explanation.backend == "numba" and explanation.reason.startswith("the step path")
+    assert explanation.layers == ["one compiled step per layer and direction (under autograd, "
+                                  "as ops' step Functions)"]
+    explanation = fastrnn.explain(cell, torch.randn(64))        # one row: torch measured faster
+    assert explanation.backend == "torch" and "step_grad_torch" in explanation.reason
+    assert str(explanation) == f"torch: {explanation.reason}\n  torch.nn.LSTMCell's step"
     with torch.no_grad():
         explanation = fastrnn.explain(cell, torch.randn(64))      # unbatched
-    assert explanation.backend == "torch" and explanation.reason.startswith("a small cell step")
-    assert str(explanation) == f"torch: {explanation.reason}\n  torch.nn.LSTMCell's step"
+    assert explanation.backend == "numba" and explanation.reason.startswith("the step path")
+    assert explanation.layers == ["one compiled step per layer and direction (in this thread)"]
     big = fastrnn.GRUCell(1024, 1024)                        # 12 MiB: fastrnn's step
     with torch.no_grad():
         explanation = fastrnn.explain(big, torch.randn(2, 1024))
@@ -746,13 +749,23 @@ def test_each_call_dispatches_once(chooses):
         fastrnn.functional.gru(torch.randn(16, 3, 32), None, gru._flat_weights)
         assert chooses == ["torch", "numba"]
         del chooses[:]
-        fastrnn.LSTMCell(64, 64)(torch.randn(3, 64))         # a cell
-        assert chooses == ["torch"]
-        fastrnn.GRUCell(1024, 1024)(torch.randn(2, 1024))
+        # A one-step call: the general path's choice, then once its step plan's (the step
+        # path, fastrnn/step_path.py); the plan's later calls ask nothing.
+        cell, x = fastrnn.LSTMCell(64, 64), torch.randn(3, 64)
+        cell(x)
+        assert chooses == ["torch", "numba"]
+        cell(x)
         assert chooses == ["torch", "numba"]
         del chooses[:]
+        fastrnn.GRUCell(1024, 1024)(torch.randn(2, 1024))   # beyond the step path's sizes
+        assert chooses == ["numba"]
+        del chooses[:]
         fastrnn.RNNCell(64, 64)(torch.randn(64))             # unbatched cell
-        assert chooses == ["torch"]
+        assert chooses == ["torch", "numba"]
+        del chooses[:]
+        gru(torch.randn(1, 3, 32))                           # a module at seq_len 1
+        gru(torch.randn(1, 3, 32))
+        assert chooses == ["torch", "numba"]
 
 
 def test_dispatch_reads_the_tuning_in_force(tune):

@@ -41,13 +41,21 @@ pytest.importorskip("numba")
 from numba.core import types as nbtypes  # noqa: E402
 
 import fastrnn  # noqa: E402
-from fastrnn.kernels.numba import launch, runners, team, threaded, weight_gradients  # noqa: E402
+from fastrnn.kernels.numba import (  # noqa: E402
+    launch,
+    runners,
+    stepper,
+    team,
+    threaded,
+    weight_gradients,
+)
 from fastrnn.kernels.tuning import tuning  # noqa: E402
 
 THREADED_SOURCE = pathlib.Path(threaded.__file__).read_text()
-# The launcher's modules: the executors, the runners and the weight gradients name the entries.
+# The launcher's modules: the executors, the runners, the weight gradients and the step path's
+# steps name the entries.
 LAUNCH_SOURCE = "\n".join(pathlib.Path(m.__file__).read_text()
-                          for m in (launch, runners, weight_gradients))
+                          for m in (launch, runners, weight_gradients, stepper))
 
 # What each unpacker of team.py reads: an array of that rank (its dtype is the entry's `dt`, the
 # float type, or np.int64), a flag (a bool in Python, Boolean in numba) or an integer. A new
@@ -562,6 +570,13 @@ def recorded():
                         out, state = layer(x)
                         h = state[0] if isinstance(state, tuple) else state
                         (out.square().sum() + h.sum()).backward()
+            # The step path's one steps, their rows split (kernels/numba/stepper.py).
+            with tuning(step_split_min_rows=2, step_split_min_macs=0), torch.no_grad():
+                for make in LAYERS.values():
+                    layer = make()
+                    x = torch.randn(1, B, I)
+                    layer(x)
+                    layer(x)
     kernels = {c.kernel for e in parse_entries(THREADED_SOURCE)[0].values() for c in e.calls}
     signatures = {k: list(getattr(threaded, k).signatures) for k in kernels}
     return dict(packed), signatures

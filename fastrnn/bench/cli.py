@@ -29,7 +29,8 @@ EPILOG = """\
 examples:
   python -m fastrnn bench --quick
   python -m fastrnn bench --kinds lstm --sizes 100x16x128x128,50x8x1024x1024 --modes training
-  python -m fastrnn bench --json results.json --plot speedup.png"""
+  python -m fastrnn bench --json results.json --plot speedup.png
+  python -m fastrnn bench --suite step --markdown step.md"""
 
 
 def _list_of(parse, what):
@@ -98,6 +99,11 @@ def _seconds(text):
 def build_parser(prog="fastrnn bench"):
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", type=_choice(("grid", "step"), "suite"), default="grid",
+                   help="grid: whole sequences over the size grid (the default); step: "
+                        "one-step calls (a module at seq_len 1, a cell) at batch 1-16 on CPU, "
+                        "as sampling loops and RL rollouts make them (honours --kinds, "
+                        "--repeats, --quick, --markdown, --json)")
     p.add_argument("--device", type=_device, default=None,
                    help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--kinds", type=_list_of(_choice(grid.KINDS, "kind"), "kinds"), default=None,
@@ -180,14 +186,20 @@ def _progress(index, total, case, rows, seconds):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    if args.suite == "step":
+        if args.device is not None and args.device.type != "cpu":
+            parser.error("--suite step runs on CPU only (the step path is a CPU path)")
+        from . import step_suite
+        return step_suite.main(args, log)
     settings = resolve_settings(args)
     device = settings["device"]
     if device.type == "cpu" and "fastrnn-triton" in (settings["providers"] or []):
         # Triton on CPU is its interpreter, chosen when triton is first imported: set it now.
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     meta = machine.machine_info(device)
     load = meta.get("load_average")
     if load and load[0] > 0.5 * (os.cpu_count() or 1):

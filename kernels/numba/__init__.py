@@ -24,6 +24,8 @@ from . import cache_guard
 
 cache_guard.guard()  # before any kernel module defines (and looks up) its cached functions
 
+from ..tuning import current  # noqa: E402
+from . import team  # noqa: E402
 from .launch import (  # noqa: E402
     PROJECTS_INPUT,
     explain,
@@ -35,6 +37,7 @@ from .launch import (  # noqa: E402
     rnn_forward,
     weight_grads,
 )
+from .stepper import LayerStep, StackStep  # noqa: E402
 
 NAME = "numba"
 
@@ -46,4 +49,23 @@ def supports(device, dtype):
 
 
 __all__ = ["NAME", "PROJECTS_INPUT", "supports", "explain", "lstm_forward", "lstm_backward",
-           "gru_forward", "gru_backward", "rnn_forward", "rnn_backward", "weight_grads"]
+           "gru_forward", "gru_backward", "rnn_forward", "rnn_backward", "weight_grads",
+           "stack_step"]
+
+
+def stack_step(kind, layer_weights, num_layers, directions, B, nonlinearity="tanh"):
+    """The step path's one step of a whole stack (kernels/numba/stepper.py): ``layer_weights``
+    holds (w_ih, w_hh, b_ih, b_hh, w_hr) per layer and direction. None where the weights' dtype
+    has no step kernel (half types take the general path)."""
+    w_hh = layer_weights[0][1]
+    if w_hh.dtype not in (torch.float32, torch.float64):
+        return None
+    rules = current()
+    steps = []
+    for w in layer_weights:
+        G, I = w[0].shape
+        macs = B * (I + w[1].shape[1]) * G
+        split = B >= rules.step_split_min_rows and macs >= rules.step_split_min_macs
+        chunks = min(team.threads(), B) if split else 1
+        steps.append(LayerStep(kind, *w, B, nonlinearity, chunks))
+    return StackStep(steps, num_layers, directions, B, w_hh.shape[1], w_hh.dtype)

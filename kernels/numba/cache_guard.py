@@ -40,7 +40,7 @@ SHARED_SOURCES = ("cpu.py", "tuning.py")
 # (tests/test_packaging.py checks; __init__ has no compiled code) and numba checks their own
 # functions itself. Left out, an edit to the launcher's strategy rules costs no recompilation.
 LEAVES = ("__init__.py", "buffers.py", "cache_guard.py", "launch.py", "plan.py", "pool.py",
-          "runners.py", "weight_gradients.py")
+          "runners.py", "stepper.py", "weight_gradients.py")
 
 
 def sources(package_dir=PACKAGE_DIR):

@@ -83,6 +83,30 @@ def gru_forward_recurrence(xg, w_hh_tp, b_hn, h, lengths, reverse, need_grad, ou
 
 
 @njit(**JIT)
+def gru_forward_fused(x, w_ih_tp, xbias, w_hh_tp, b_hn, h, lengths, reverse, need_grad, out,
+                      gates, hn_lin, xg, hg, lens_t, lo, hi):
+    """gru_forward_recurrence with the input projection inside: each step's x_t W_ih^T + xbias
+    (w_ih_tp: W_ih^T packed by linalg.pack_weight; xbias (3H,): b_ih with b_hr, b_hz added) goes
+    to the scratch xg (1, B, 3H) instead of a (T, B, 3H) projection written for all steps first,
+    which for a single step (the step path) also saves the one-off GEMM's launch. Scratch: xg,
+    hg (B, 3H), lens_t (B,) int64; the pointwise step runs on one-step views (step t as step 0,
+    lengths counted from t). Other arguments as gru_forward_recurrence's."""
+    T = x.shape[0]
+    G = hg.shape[1]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        ts = t if need_grad else 0
+        matmul_packed(x[t, lo:hi], w_ih_tp, xg[0, lo:hi], 0, G, s)
+        for b in range(lo, hi):
+            for j in range(G):
+                xg[0, b, j] += xbias[j]
+            lens_t[b] = lengths[b] - t
+        matmul_packed(h[lo:hi], w_hh_tp, hg[lo:hi], 0, G, s)
+        gru_forward_step(0, 0, xg, hg, b_hn, h, lens_t, out[t:t + 1], gates[ts:ts + 1],
+                         hn_lin[ts:ts + 1], lo, hi)
+
+
+@njit(**JIT)
 def _previous_h(t, reverse, hs, h0, lengths, b):
     """The state step t of row b started from (see fastrnn.steps.previous_states)."""
     if reverse:

@@ -18,6 +18,7 @@ from .gru import (
     gru_backward_recurrence,
     gru_backward_step,
     gru_forward_columns,
+    gru_forward_fused,
     gru_forward_recurrence,
     gru_forward_step,
 )
@@ -464,6 +465,36 @@ def _rnn_forward_recurrence(data, dt):
 
 def rnn_forward_recurrence_entry(data):
     _by_dtype(data, _rnn_forward_recurrence)
+
+
+@njit(**_CACHE)
+def _gru_forward_fused(data, dt):
+    w = words(data)
+    bounds = bounds_words(w)
+    x, i = array3_words(w, FIRST_ARG, dt)
+    w_ih_tp, i = array1_words(w, i, dt)
+    xbias, i = array1_words(w, i, dt)
+    w_hh_tp, i = array1_words(w, i, dt)
+    b_hn, i = array1_words(w, i, dt)
+    h, i = array2_words(w, i, dt)
+    lengths, i = array1_words(w, i, np.int64)
+    reverse, i = flag_word(w, i)
+    need_grad, i = flag_word(w, i)
+    out, i = array3_words(w, i, dt)
+    gates, i = array3_words(w, i, dt)
+    hn_lin, i = array3_words(w, i, dt)
+    xg, i = array3_words(w, i, dt)
+    hg, i = array2_words(w, i, dt)
+    lens_t, i = array1_words(w, i, np.int64)
+    k = claim(data)
+    while k < chunk_count(w):
+        gru_forward_fused(x, w_ih_tp, xbias, w_hh_tp, b_hn, h, lengths, reverse, need_grad, out,
+                          gates, hn_lin, xg, hg, lens_t, bounds[k], bounds[k + 1])
+        k = claim(data)
+
+
+def gru_forward_fused_entry(data):
+    _by_dtype(data, _gru_forward_fused)
 
 
 @njit(**_CACHE)
