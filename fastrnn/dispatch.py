@@ -190,7 +190,8 @@ def torch_measured_faster(call):
     if call.step_path:
         # fastrnn/step_path.py's plans, measured against torch.nn's module and cell over the
         # step benchmark's grid (benchmarks/results/cpu-step-*.md).
-        if call.grad and _step_faster_in_torch(rules, call.kind, call.cell, call.batch):
+        if call.grad and _step_faster_in_torch(rules, call.kind, call.cell, call.batch,
+                                               call.hidden):
             return ("one step under autograd: torch's op measured faster than fastrnn's step "
                     "Function here (tuning: step_grad_torch)")
         return None
@@ -248,11 +249,14 @@ def _lstm_faster_in_torch(rules, training, T, B, H):
     return _in_band(bands, rules.lstm_hidden_buckets, B, H)
 
 
-def _step_faster_in_torch(rules, kind, cell, B):
+def _step_faster_in_torch(rules, kind, cell, B, H):
     bucket = _bucket(B, rules.few_steps_batches)
-    for key, batches in rules.step_grad_torch:
+    if bucket is None:
+        return False
+    for key, bands in rules.step_grad_torch:
         if key == (kind, "cell" if cell else "module"):
-            return bucket is not None and rules.few_steps_batches[bucket] in batches
+            return any(rules.few_steps_batches[bucket] == rows and H <= most
+                       for rows, most in bands)
     return False
 
 

@@ -47,7 +47,10 @@ def _tracks_grad(x, h, c, weights):
     if x.requires_grad or (h is not None and h.requires_grad) or (c is not None
                                                                  and c.requires_grad):
         return True
-    return any(w[1].requires_grad for w in weights)
+    for w in weights:
+        if w[1].requires_grad:
+            return True
+    return False
 
 
 class Plan:
@@ -71,11 +74,12 @@ class Plan:
                                                      or c.dtype is not self.x_dtype
                                                      or not c.is_cpu))):
             return False
-        params = module._parameters
-        for name, w, version, ptr in self.weights:
-            p = params.get(name)
-            if p is not w or p._version != version or p.data_ptr() != ptr:
-                return False
+        if self.lock is not None:   # packed weights: they must be the ones packed
+            params = module._parameters
+            for name, w, version, ptr in self.weights:
+                p = params.get(name)
+                if p is not w or p._version != version or p.data_ptr() != ptr:
+                    return False
         return _tracks_grad(x, h, c, self.weights) is self.grad
 
 
@@ -111,14 +115,17 @@ def step(module, x, hx, slot=CALL):
     h, c = states
     if not plan.matches(module, x, h, c):
         return None
+    lock = plan.lock
+    if lock is None:        # torch's op: nothing of the plan's is written
+        return plan.run(plan, module, x, h, c)
     # The plan's buffers serve one call at a time (the kernels release the GIL): a call made
     # while another thread runs this module's plan goes the general way.
-    if not plan.lock.acquire(False):
+    if not lock.acquire(False):
         return None
     try:
         return plan.run(plan, module, x, h, c)
     finally:
-        plan.lock.release()
+        lock.release()
 
 
 def remember(module, x, hx, slot=CALL):
@@ -195,6 +202,7 @@ def _module_plan(plan, module, x, batched):
     if choice.name == "torch":
         # (step() calls take forward()'s plan for that: their general path is a forward call)
         plan.run = None if plan.stream else _torch_module
+        plan.lock = None    # torch's op reads the weights as they are at each call
         return
     make = getattr(choice.module, "stack_step", None)
     if make is None or (plan.grad and D == 2):
@@ -363,6 +371,7 @@ def _cell_plan(plan, module, x, batched):
     choice = _choice(plan, module, x, B, True, False)
     if choice.name == "torch":
         plan.run = _torch_cell
+        plan.lock = None
         return
     make = getattr(choice.module, "stack_step", None)
     if make is None:

@@ -68,7 +68,8 @@ class Tuning:
     step_grad_torch: tuple = _rule(
         "under autograd, the step path's calls that torch's own op (called directly) ran "
         "faster than fastrnn's step Function (whose autograd.Function costs ~15 us alone): "
-        "((kind, 'module' or 'cell'), batch buckets of few_steps_batches) pairs",
+        "((kind, 'module' or 'cell'), ((batch bucket of few_steps_batches, most hidden "
+        "units), ...)) pairs",
         "cpu-step-2026-12-08-zen4.md")
     cell_min_weight_bytes: int = _rule(
         "float32 cell inference (and one-step GRU/RNN): fastrnn's single step beat torch's cell "
@@ -214,9 +215,9 @@ ZEN4 = Tuning(
     few_steps_torch_max=_FEW_STEPS_TORCH_MAX,
     step_max_rows=16,
     step_max_hidden=512,
-    step_grad_torch=((("lstm", "module"), ()), (("gru", "module"), (1,)),
-                     (("rnn", "module"), (1,)), (("lstm", "cell"), (1, 16)),
-                     (("gru", "cell"), (16,)), (("rnn", "cell"), (1, 16))),
+    step_grad_torch=((("lstm", "module"), ()), (("gru", "module"), ((1, 512),)),
+                     (("rnn", "module"), ((1, 512),)), (("lstm", "cell"), ((1, 256), (16, 512))),
+                     (("gru", "cell"), ((16, 512),)), (("rnn", "cell"), ((1, 512), (16, 512)))),
     cell_min_weight_bytes=4 << 20,
     cell_min_weight_bytes_many_rows=1 << 20,
     cell_many_rows=64,

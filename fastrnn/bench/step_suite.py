@@ -24,7 +24,8 @@ import fastrnn
 from . import machine, timing
 
 KINDS = ("lstm", "gru", "rnn")
-SIZES = ((1, 64), (1, 128), (4, 256), (16, 256))       # (batch, hidden)
+SIZES = ((1, 64), (1, 128), (4, 256), (16, 256))       # (batch, hidden): the geomeans' grid
+EXTRA_SIZES = ((1, 512), (16, 512))                     # up to tuning's step_max_hidden
 QUICK_SIZES = ((1, 64), (4, 128))
 MODES = ("no_grad", "grad")
 _CLASS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
@@ -96,7 +97,11 @@ def run_case(kind, cell, B, H, mode, repeats):
     row["torch_us"] = statistics.median(samples["torch"]) * 1e6
     row["fastrnn_us"] = statistics.median(samples["fastrnn"]) * 1e6
     row["speedup"] = row["torch_us"] / row["fastrnn_us"]
-    row["runs"] = fastrnn.explain(ours, x, hx).backend
+    if grad:
+        row["runs"] = fastrnn.explain(ours, x, hx).backend
+    else:
+        with torch.no_grad():
+            row["runs"] = fastrnn.explain(ours, x, hx).backend
     return row
 
 
@@ -130,7 +135,7 @@ def geomean(values):
 
 def summary(rows):
     """Geomean speedups by (call, mode), the worst row with grad, and the best row."""
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == "ok" and r.get("grid", True)]
     out = {}
     for call in ("module", "cell"):
         for mode in MODES:
@@ -163,8 +168,8 @@ def format_rows(rows):
 
 
 def main(args, log):
-    sizes = QUICK_SIZES if args.quick else SIZES
-    repeats = args.repeats or (5 if args.quick else 15)
+    sizes = QUICK_SIZES if args.quick else SIZES + EXTRA_SIZES
+    repeats = args.repeats or (5 if args.quick else 31)
     kinds = args.kinds or list(KINDS)
     meta = machine.machine_info(torch.device("cpu"))
     rows = []
@@ -174,21 +179,23 @@ def main(args, log):
             for B, H in sizes:
                 for mode in MODES:
                     row = run_case(kind, cell, B, H, mode, repeats)
+                    row["grid"] = args.quick or (B, H) in SIZES
                     rows.append(row)
                     log(f"{_label(row)}: " + (f"torch {row['torch_us']:.1f} us, fastrnn "
                                               f"{row['fastrnn_us']:.1f} us "
                                               f"({row['speedup']:.2f}x)" if row["status"] == "ok"
                                               else row["status"]))
     floor = call_floor_us(repeats)
-    best = max((r for r in rows if r["status"] == "ok"), key=lambda r: r["speedup"],
-               default=None)
+    best = max((r for r in rows if r["status"] == "ok" and r["grid"]),
+               key=lambda r: r["speedup"], default=None)
     lines = [f"# fastrnn step benchmark: {meta.get('cpu', 'CPU')}", "",
              f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
              f"{time.strftime('%Y-%m-%d')}; {repeats} interleaved rounds per case, medians; "
              f"float32, input size = hidden size; elapsed {time.perf_counter() - started:.0f} s.",
              ""]
     lines += format_rows(rows)
-    lines += ["", "Geomean speedup over torch.nn (same process, same weights):"]
+    lines += ["", "Geomean speedup over torch.nn (same process, same weights), over the sizes "
+              f"{', '.join(f'B={b} H={h}' for b, h in (QUICK_SIZES if args.quick else SIZES))}:"]
     for name, value in summary(rows).items():
         if name == "worst with grad":
             lines.append(f"- worst case with grad: {value[0]:.2f}x ({value[1]})")
