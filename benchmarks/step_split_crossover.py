@@ -44,7 +44,7 @@ def main():
                 h = np.zeros((B, H), np.float32)
                 c = np.zeros((B, H), np.float32) if kind == "lstm" else None
                 out = np.empty((1, B, H), np.float32)
-                fns = [lambda s=s: s.step(x, h, c, out) for s in steps]
+                fns = [lambda s=s, x=x, h=h, c=c, out=out: s.step(x, h, c, out) for s in steps]
                 for fn in fns:
                     fn()
                 calls = max(1, int(0.005 / max(per_call(fns[0], 3), 1e-7)))

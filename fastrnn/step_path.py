@@ -247,7 +247,14 @@ def _state(plan, k, init, shape):
     last = plan.last[k]
     if init is last[0] and init.data_ptr() == last[2]:
         return last[1].copy()
-    return _numpy(init).copy()
+    # (a copy is C-contiguous whatever the tensor's strides)
+    return (init.detach() if init.requires_grad else init).numpy().copy()
+
+
+def _input(plan, x):
+    """x as the kernel's (1, B, I) C-contiguous array (a view unless x is not contiguous)."""
+    x = _numpy(x)
+    return x if x.shape == plan.kernel_x else x.reshape(plan.kernel_x)
 
 
 def _give(plan, k, a):
@@ -261,7 +268,7 @@ def _compiled_lstm(plan, module, x, h0, c0):
     out = np.empty(plan.out_shape, plan.ndt)
     h = _state(plan, 0, h0, plan.hn_shape)
     c = _state(plan, 1, c0, plan.cn_shape)
-    plan.step(_numpy(x).reshape(plan.kernel_x), h.reshape(plan.kernel_h),
+    plan.step(_input(plan, x), h.reshape(plan.kernel_h),
               c.reshape(plan.kernel_c), out.reshape(plan.kernel_out))
     return torch.from_numpy(out), (_give(plan, 0, h), _give(plan, 1, c))
 
@@ -269,7 +276,7 @@ def _compiled_lstm(plan, module, x, h0, c0):
 def _compiled_h(plan, module, x, h0, _c0):
     out = np.empty(plan.out_shape, plan.ndt)
     h = _state(plan, 0, h0, plan.hn_shape)
-    plan.step(_numpy(x).reshape(plan.kernel_x), h.reshape(plan.kernel_h), None,
+    plan.step(_input(plan, x), h.reshape(plan.kernel_h), None,
               out.reshape(plan.kernel_out))
     return torch.from_numpy(out), _give(plan, 0, h)
 
@@ -397,14 +404,14 @@ def _compiled_lstm_cell(plan, module, x, h0, c0):
     h = _state(plan, 0, h0, plan.hn_shape)
     c = _state(plan, 1, c0, plan.cn_shape)
     kernel = plan.kernel_h
-    plan.step(_numpy(x).reshape(plan.kernel_x), h.reshape(kernel), c.reshape(kernel),
+    plan.step(_input(plan, x), h.reshape(kernel), c.reshape(kernel),
               plan.cell_out)
     return _give(plan, 0, h), _give(plan, 1, c)
 
 
 def _compiled_cell(plan, module, x, h0, _c0):
     h = _state(plan, 0, h0, plan.hn_shape)
-    plan.step(_numpy(x).reshape(plan.kernel_x), h.reshape(plan.kernel_h), None, plan.cell_out)
+    plan.step(_input(plan, x), h.reshape(plan.kernel_h), None, plan.cell_out)
     return _give(plan, 0, h)
 
 

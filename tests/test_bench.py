@@ -290,3 +290,17 @@ def test_json_markdown_and_plot_are_written(tmp_path, injected, capsys, monkeypa
     md = out_md.read_text()
     for text in ("| kind |", "| torch-cell-loop |", "machine:", "versions:", "date:", "Not timed"):
         assert text in md
+
+
+def test_step_suite_compares_one_step_calls(tmp_path, capsys):
+    md, js = tmp_path / "step.md", tmp_path / "step.json"
+    assert cli.main(["--suite", "step", "--quick", "--kinds", "rnn", "--repeats", "3",
+                     "--markdown", str(md), "--json", str(js)]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert len(rows) == 2 * 2 * 2                     # module and cell, 2 sizes, 2 modes
+    assert all(r["status"] == "ok" and r["speedup"] > 0 for r in rows)
+    assert {r["runs"] for r in rows if r["mode"] == "no_grad"} == {"numba"}
+    text = md.read_text()
+    assert "module no_grad" in text and "Python call floor" in text
+    with pytest.raises(SystemExit):
+        cli.main(["--suite", "nope"])
