@@ -80,18 +80,22 @@ def _with_state(ref, x, given):
     return tuple(s * 0.5 for s in state) if isinstance(state, tuple) else state * 0.5
 
 
-@pytest.mark.parametrize("name, kw", MODULES, ids=MODULE_IDS)
-@pytest.mark.parametrize("B", [None, 1, 3])
-@pytest.mark.parametrize("given", [False, True], ids=["hx=None", "hx"])
-def test_module_steps_equal_torch(name, kw, B, given):
-    ref, ours = _pair(name, kw)
-    x = _step_input(ref, B)
+def _runs_the_compiled_plan(ref, ours, x, given):
+    """ours(x, hx) equals ref's three times over, the later calls through the compiled plan."""
     hx = _with_state(ref, x, given)
     with torch.no_grad():
         expected = ref(x, hx)
         for _ in range(3):
             _close(ours(x, hx), expected)
     assert ours._step_plan.run in COMPILED
+
+
+@pytest.mark.parametrize("name, kw", MODULES, ids=MODULE_IDS)
+@pytest.mark.parametrize("B", [None, 1, 3])
+@pytest.mark.parametrize("given", [False, True], ids=["hx=None", "hx"])
+def test_module_steps_equal_torch(name, kw, B, given):
+    ref, ours = _pair(name, kw)
+    _runs_the_compiled_plan(ref, ours, _step_input(ref, B), given)
 
 
 @pytest.mark.parametrize("name, kw", CELLS, ids=CELL_IDS)
@@ -101,12 +105,7 @@ def test_cell_steps_equal_torch(name, kw, B, given):
     ref, ours = _pair(name, kw)
     x = torch.randn(I, dtype=torch.float64) if B is None else torch.randn(B, I,
                                                                             dtype=torch.float64)
-    hx = _with_state(ref, x, given)
-    with torch.no_grad():
-        expected = ref(x, hx)
-        for _ in range(3):
-            _close(ours(x, hx), expected)
-    assert ours._step_plan.run in COMPILED
+    _runs_the_compiled_plan(ref, ours, x, given)
 
 
 @pytest.mark.parametrize("name, kw", MODULES[:4] + MODULES[6:9] + MODULES[10:13] + CELLS,
