@@ -60,12 +60,20 @@ class Plan:
     __slots__ = ("x_shape", "x_dtype", "h_shape", "c_shape", "training", "env", "weights",
                  "grad", "run", "step", "kernel_x", "kernel_out", "out_shape", "hn_shape",
                  "cn_shape", "state_shape", "cell_shape", "kernel_h", "kernel_c", "ndt", "cell_out",
-                 "batched", "stream", "lock", "last")
+                 "batched", "stream", "lock", "last", "states_unchecked")
 
     def matches(self, module, x, h, c):
         if (x.shape != self.x_shape or x.dtype is not self.x_dtype or not x.is_cpu
                 or module.training is not self.training or dispatch.env_backend() != self.env):
             return False
+        if self.states_unchecked:
+            # torch's cell op checks the states itself, as in torch.nn's cell forward (which
+            # checks only their dimensions first); the grad mode says whether the plan's
+            # choice still holds.
+            if (h is not None and h.dim() not in (1, 2)) or (c is not None
+                                                             and c.dim() not in (1, 2)):
+                return False
+            return _tracks_grad(x, h, c, self.weights) is self.grad
         if h is None:
             if self.h_shape is not None:
                 return False
@@ -74,12 +82,13 @@ class Plan:
                                                      or c.dtype is not self.x_dtype
                                                      or not c.is_cpu))):
             return False
-        if self.lock is not None:   # packed weights: they must be the ones packed
-            params = module._parameters
-            for name, w, version, ptr in self.weights:
-                p = params.get(name)
-                if p is not w or p._version != version or p.data_ptr() != ptr:
-                    return False
+        if self.lock is None:       # torch's op reads the weights as they are
+            return _tracks_grad(x, h, c, self.weights) is self.grad
+        params = module._parameters   # packed weights: they must be the ones packed
+        for name, w, version, ptr in self.weights:
+            p = params.get(name)
+            if p is not w or p._version != version or p.data_ptr() != ptr:
+                return False
         return _tracks_grad(x, h, c, self.weights) is self.grad
 
 
@@ -164,6 +173,7 @@ def remember(module, x, hx, slot=CALL):
     plan.run = None
     plan.batched, plan.stream = batched, slot == STREAM
     plan.lock, plan.last = threading.Lock(), [_NOTHING, _NOTHING]
+    plan.states_unchecked = False
     module.__dict__[slot] = plan
     if x.dtype not in _NUMPY or not x.is_cpu or x.numel() == 0:
         return
@@ -378,7 +388,7 @@ def _cell_plan(plan, module, x, batched):
     choice = _choice(plan, module, x, B, True, False)
     if choice.name == "torch":
         plan.run = _torch_cell
-        plan.lock = None
+        plan.lock, plan.states_unchecked = None, True
         return
     make = getattr(choice.module, "stack_step", None)
     if make is None:
@@ -441,8 +451,9 @@ def _torch_cell(plan, module, x, h, c):
         h = torch.zeros(plan.state_shape[1:], dtype=x.dtype)
         c = torch.zeros(plan.state_shape[1:], dtype=x.dtype) if lstm else None
     kind = _TORCH_CELLS.get(module._kind) or "rnn_" + module.nonlinearity
-    result = torch_backend.cell(kind, x, (h, c) if lstm else (h,), module.weight_ih,
-                                module.weight_hh, module.bias_ih, module.bias_hh)
+    w = module._parameters      # (Module.__getattr__ costs ~0.4 us a lookup)
+    result = torch_backend.cell(kind, x, (h, c) if lstm else (h,), w["weight_ih"],
+                                w["weight_hh"], w.get("bias_ih"), w.get("bias_hh"))
     if not plan.batched:
         result = tuple(t.squeeze(0) for t in result) if lstm else result.squeeze(0)
     return result

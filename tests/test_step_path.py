@@ -431,3 +431,19 @@ def test_one_row_under_autograd_runs_torchs_op_directly(name, kw, B):
     assert ours._step_plan.run in (step_path._torch_module, step_path._torch_cell)
     for r in results[1:]:
         _close(r, results[0], f32)
+
+
+def test_a_cell_running_torchs_op_still_checks_like_torch():
+    ref, ours = _pair("LSTMCell", {}, torch.float32)
+    x = torch.randn(1, I, requires_grad=True)
+    ours(x)
+    ours(x)
+    assert ours._step_plan.run is step_path._torch_cell
+    for bad in ((torch.zeros(1, 1, H),) * 2, (torch.zeros(1, H + 1),) * 2,
+                (torch.zeros(2, H), torch.zeros(2, H))):
+        errors = []
+        for model in (ref, ours):
+            with pytest.raises((RuntimeError, ValueError)) as info:
+                model(x, bad)
+            errors.append(info.type)
+        assert errors[0] is errors[1]
