@@ -345,15 +345,14 @@ def explain(module, input, hx=None):
         layers, I = module.num_layers, module.input_size
         P = module.proj_size if projected else module.hidden_size
         directions = 2 if module.bidirectional else 1
-    if (call.steps == 1 and not call.packed and not call.layer_dropout
-            and call.device.type == "cpu" and call.dtype in (torch.float32, torch.float64)
-            and not (call.grad and directions == 2) and call.batch <= current().step_max_rows
-            and call.hidden <= current().step_max_hidden):
+    from . import step_path  # (it imports this module)
+    if step_path.takes(call):
         # What fastrnn/step_path.py asks for such a call (from its second call on: the first
         # one goes the general way, and its success makes the plan).
         call = call._replace(step_path=True)
     choice = choose(call)
-    if call.step_path and getattr(choice.module, "stack_step", None) is not None:
+    if (call.step_path and getattr(choice.module, "stack_step", None) is not None
+            and (not call.grad or step_path.compiled_under_autograd(directions))):
         how = ("under autograd, as ops' step Functions" if call.grad else "in this thread"
                if call.batch < current().step_split_min_rows else
                "its rows split over the threads where step_split_min_macs says")

@@ -60,8 +60,7 @@ class _BackendMixin:
 
     def __getstate__(self):
         # The step path's plan (packed weights, compiled kernels) is rebuilt on first use.
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        state = dict(state)
+        state = dict(super().__getstate__())
         state.pop("_step_plan", None)
         state.pop("_stream_plan", None)
         return state

@@ -12,10 +12,11 @@ functional_call each change one of these). A matching call then converts its ten
 prepared step and wraps the results: no dispatcher, no argument handling, no weight packing.
 
 What runs a step is the dispatcher's choice for a step-path call (fastrnn/dispatch.py): without
-autograd, the numba backend's compiled step (kernels/numba/stepper.py); with autograd, torch's
-own op, called directly (torch.nn's Python around it is most of a step's cost). On CPU only, for
-float32 and float64; anything else goes the general way. Results are fresh tensors every call,
-never views of one another, of the inputs or of the plan's buffers.
+autograd, the numba backend's compiled step (kernels/numba/stepper.py); with autograd, that step
+inside ops' step Functions, or torch's own op called directly where it measured faster
+(torch.nn's Python around it is most of a step's cost). On CPU only, for float32 and float64, up
+to the sizes measured (`takes`); anything else goes the general way. Results are fresh tensors
+every call, never views of one another, of the inputs or of the plan's buffers.
 """
 
 import threading
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from . import dispatch, ops, torch_backend
+from .functional import _layer_weights
 from .kernels.tuning import current
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
@@ -175,55 +177,58 @@ def remember(module, x, hx, slot=CALL):
     plan.lock, plan.last = threading.Lock(), [_NOTHING, _NOTHING]
     plan.states_unchecked = False
     module.__dict__[slot] = plan
-    if x.dtype not in _NUMPY or not x.is_cpu or x.numel() == 0:
+    if x.numel() == 0:
         return
-    if not cell and module.training and module.dropout > 0 and module.num_layers > 1:
-        return      # dropout between layers: the general path draws it
-    rules = current()
     B = (x.shape[0] if batched else 1) if cell or slot == STREAM else (
         (x.shape[0] if module.batch_first else x.shape[1]) if batched else 1)
-    if B > rules.step_max_rows or module.hidden_size > rules.step_max_hidden:
-        return      # beyond the sizes the step path was measured at
-    (_cell_plan if cell else _module_plan)(plan, module, x, batched)
-
-
-def _choice(plan, module, x, B, cell, projected):
-    """The dispatcher's choice for the step-path calls of this plan."""
     w_hh = module.weight_hh if cell else module._flat_weights[1]
-    return dispatch.choose(dispatch.Call(
+    call = dispatch.Call(
         module._kind, module.backend, x.device, x.dtype, 1, B, module.hidden_size,
-        w_hh.numel() * w_hh.element_size(), plan.grad, cell=cell, projected=projected,
-        step_path=True))
+        w_hh.numel() * w_hh.element_size(), plan.grad, cell=cell,
+        projected=getattr(module, "proj_size", 0) > 0,
+        layer_dropout=not cell and module.training and module.dropout > 0
+        and module.num_layers > 1, step_path=True)
+    if takes(call):
+        (_cell_plan if cell else _module_plan)(plan, module, x, B, dispatch.choose(call))
+
+
+def takes(call):
+    """Whether the step path plans a one-step call like this (dispatch.explain() asks too):
+    on CPU, float32 or float64, up to the sizes the step benchmark measured; dropout between
+    layers (the general path draws it) and packed input go the general way."""
+    rules = current()
+    return (call.steps == 1 and not call.packed and not call.layer_dropout
+            and call.device.type == "cpu" and call.dtype in _NUMPY
+            and call.batch <= rules.step_max_rows and call.hidden <= rules.step_max_hidden)
+
+
+def compiled_under_autograd(directions):
+    """Whether the backend's compiled step runs a stack of these directions under autograd
+    (ops' step Functions take one direction at a time; bidirectional layers go the general
+    way)."""
+    return directions == 1
 
 
 # ------------------------------------------------------------------------ LSTM, GRU, RNN
 
 
-def _module_plan(plan, module, x, batched):
-    if plan.stream:
-        B = x.shape[0] if batched else 1
-    else:
-        B = (x.shape[0] if module.batch_first else x.shape[1]) if batched else 1
+def _module_plan(plan, module, x, B, choice):
+    batched = plan.batched
     D = 2 if module.bidirectional else 1
     L, H = module.num_layers, module.hidden_size
     P = module.proj_size if getattr(module, "proj_size", 0) > 0 else H
     plan.state_shape, plan.cell_shape = (L * D, B, P), (L * D, B, H)
-    choice = _choice(plan, module, x, B, False, P != H)
     if choice.name == "torch":
         # (step() calls take forward()'s plan for that: their general path is a forward call)
         plan.run = None if plan.stream else _torch_module
         plan.lock = None    # torch's op reads the weights as they are at each call
         return
     make = getattr(choice.module, "stack_step", None)
-    if make is None or (plan.grad and D == 2):
+    if make is None or (plan.grad and not compiled_under_autograd(D)):
         return
     weights = module._flat_weights
     per = len(weights) // (L * D)
-    layer_weights = []
-    for i in range(L * D):
-        w = weights[i * per:(i + 1) * per]
-        b_ih, b_hh = (w[2], w[3]) if module.bias else (None, None)
-        layer_weights.append((w[0], w[1], b_ih, b_hh, w[-1] if P != H else None))
+    layer_weights = [_layer_weights(weights, i, per, module.bias) for i in range(L * D)]
     plan.step = make(module._kind, layer_weights, L, D, B,
                      module.__dict__.get("nonlinearity", "tanh"))
     if plan.step is None:
@@ -239,7 +244,8 @@ def _module_plan(plan, module, x, batched):
     plan.cn_shape = (L * D, B, H) if batched else (L * D, H)
     plan.ndt = _NUMPY[x.dtype]
     if plan.grad:
-        plan.step = _autograd_layers(module, plan.step.layers, choice.module, plan.ndt)
+        plan.step = _autograd_layers(module, plan.step.layers, layer_weights, choice.module,
+                                     plan.ndt)
         plan.run = _autograd_module
         return
     plan.kernel_h, plan.kernel_c = plan.state_shape, plan.cell_shape
@@ -291,24 +297,16 @@ def _compiled_h(plan, module, x, h0, _c0):
     return torch.from_numpy(out), _give(plan, 0, h)
 
 
-def _autograd_layers(module, layer_steps, backend, ndt):
-    """Each layer's step as the ops Function's ``run`` (see ops.LSTMStepFunction) and the
-    Function that runs it under autograd, with its weights."""
-    if getattr(module, "_is_cell", False):
-        weights = [module.weight_ih, module.weight_hh] + (
-            [module.bias_ih, module.bias_hh] if module.bias else [])
-    else:
-        weights = module._flat_weights
-    per = len(weights) // len(layer_steps)
+def _autograd_layers(module, layer_steps, layer_weights, backend, ndt):
+    """Each layer's step as the ops Function's ``run`` (see ops.LSTMStepFunction), with the
+    Function's weight arguments ((w_ih, w_hh, b_ih, b_hh, w_hr) per layer, as the backend's
+    stack_step took them), and the backend."""
     layers = []
-    for i, layer in enumerate(layer_steps):
-        w = weights[i * per:(i + 1) * per]
-        b_ih, b_hh = (w[2], w[3]) if module.bias else (None, None)
+    for layer, weights in zip(layer_steps, layer_weights):
         if module._kind == "lstm":
-            w_hr = w[-1] if layer.projected else None
-            args = (w[0], w[1], b_ih, b_hh, w_hr)
+            args = weights
         else:
-            args = (w[0], w[1], b_ih, b_hh)
+            args = weights[:4]
             if module._kind == "rnn":
                 args += (module.nonlinearity,)
         layers.append((_saving_run(layer, ndt), args))
@@ -382,10 +380,9 @@ def _torch_module(plan, module, x, h, c):
 # -------------------------------------------------------------------------------- cells
 
 
-def _cell_plan(plan, module, x, batched):
-    B, H = (x.shape[0] if batched else 1), module.hidden_size
+def _cell_plan(plan, module, x, B, choice):
+    batched, H = plan.batched, module.hidden_size
     plan.state_shape = plan.cell_shape = (1, B, H)
-    choice = _choice(plan, module, x, B, True, False)
     if choice.name == "torch":
         plan.run = _torch_cell
         plan.lock, plan.states_unchecked = None, True
@@ -393,8 +390,8 @@ def _cell_plan(plan, module, x, batched):
     make = getattr(choice.module, "stack_step", None)
     if make is None:
         return
-    plan.step = make(module._kind, [(module.weight_ih, module.weight_hh, module.bias_ih,
-                                     module.bias_hh, None)], 1, 1, B,
+    layer_weights = [(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh, None)]
+    plan.step = make(module._kind, layer_weights, 1, 1, B,
                      module.__dict__.get("nonlinearity", "tanh"))
     if plan.step is None:
         return
@@ -403,7 +400,8 @@ def _cell_plan(plan, module, x, batched):
     plan.ndt = _NUMPY[x.dtype]
     plan.cell_out = np.empty((1, B, H), plan.ndt)  # the kernel's copy of h_t, kept here
     if plan.grad:
-        plan.step = _autograd_layers(module, plan.step.layers, choice.module, plan.ndt)
+        plan.step = _autograd_layers(module, plan.step.layers, layer_weights, choice.module,
+                                     plan.ndt)
         plan.run = _autograd_cell
         return
     plan.step, plan.kernel_h = plan.step.layers[0].step, (B, H)

@@ -14,16 +14,13 @@ import numpy as np
 from numba.core.errors import NumbaError
 
 from . import buffers, runners, team, threaded
+from .buffers import as_numpy
 from .gru import gru_forward_fused
 from .linalg import matmul_packed, pack_weight, pack_weight_concat_t
 from .lstm import lstm_forward_fused, lstm_forward_recurrence
 from .rnn import rnn_forward_fused
 
 _NUMPY = buffers.NUMPY_DTYPES
-
-
-def _np(t, cdt):
-    return buffers.as_numpy(t, cdt)
 
 
 class LayerStep:
@@ -54,15 +51,15 @@ class LayerStep:
             else:
                 xbias = b_ih.detach().clone()
                 xbias[:2 * H] += b_hh.detach()[:2 * H]
-                self.xbias = _np(xbias, cdt)
-                self.b_hn = _np(b_hh.detach()[2 * H:], cdt)
+                self.xbias = as_numpy(xbias, cdt)
+                self.b_hn = as_numpy(b_hh.detach()[2 * H:], cdt)
             self.xg = buffers.scratch((1, B, G), cdt)
             self.hg = buffers.scratch((B, G), cdt)
             self.gates = np.empty((1, B, G), ndt)
             self.hn_lin = np.empty((1, B, H), ndt)
             self.kernel, self.entry = gru_forward_fused, threaded.gru_forward_fused_entry
         else:
-            bias = np.zeros(G, ndt) if zero_bias else _np(b_ih.detach() + b_hh.detach(), cdt)
+            bias = np.zeros(G, ndt) if zero_bias else as_numpy(b_ih.detach() + b_hh.detach(), cdt)
             if kind == "lstm" and w_hr is not None:
                 # The fused loop has no projection: the input product first, then the loop's.
                 self.w_ih_tp = _packed_t(w_ih, cdt)
@@ -78,7 +75,7 @@ class LayerStep:
                 self.kernel = lstm_forward_recurrence
                 self.entry = threaded.lstm_forward_recurrence_entry
             else:
-                self.w_tp = pack_weight_concat_t(_np(w_ih, cdt), _np(w_hh, cdt))
+                self.w_tp = pack_weight_concat_t(as_numpy(w_ih, cdt), as_numpy(w_hh, cdt))
                 self.bias_rows = buffers.scratch((B, G), cdt)
                 self.bias_rows[...] = bias
                 self.xh = buffers.scratch((B, I + P), cdt)
